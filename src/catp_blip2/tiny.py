@@ -1,0 +1,143 @@
+"""Tiny BLIP-2 models, tokenizers and processors built locally (no Hub): for tests, demos and the embedded model.
+
+They have real BLIP-2 structure (ViT, Q-Former with interleaved cross-attention, OPT or T5 language model,
+`Blip2Processor` with `<image>` placeholders), only small.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    Blip2Config,
+    Blip2Processor,
+    Blip2QFormerConfig,
+    Blip2VisionConfig,
+    OPTConfig,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+from .configuration_catp import CatpConfig
+from .modeling_catp import CatpBlip2ForConditionalGeneration
+
+PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE)  # ids 0..4 in this order
+
+DEFAULT_WORDS = (
+    "question answer short what is the this a an of in on color shape how many are there picture image "
+    "red green blue yellow circle square triangle left right top bottom one two three four yes no : ? ."
+).split()
+
+
+def tiny_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer: ids 0..4 are <pad> <s> </s> <unk> <image>, then `words` in order."""
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
+    return tokenizer
+
+
+def tiny_blip2_config(
+    language_model: Literal["opt", "t5"] = "opt",
+    vocab_size: int | None = None,
+    num_query_tokens: int = 32,
+    image_size: int = 30,
+    patch_size: int = 6,
+    hidden_size: int = 32,
+    qformer_layers: int = 4,
+    cross_attention_frequency: int = 2,
+    text_layers: int = 2,
+) -> Blip2Config:
+    """A stock `Blip2Config` for a tiny model matching `tiny_tokenizer()` (image_token_id 4)."""
+    vocab_size = vocab_size or len(tiny_tokenizer())
+    heads = 4
+    vision = Blip2VisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    qformer = Blip2QFormerConfig(
+        hidden_size=hidden_size,
+        num_hidden_layers=qformer_layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden_size,
+        cross_attention_frequency=cross_attention_frequency,
+        encoder_hidden_size=hidden_size,
+        vocab_size=vocab_size,
+    )
+    special = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    if language_model == "opt":
+        text = OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            word_embed_proj_dim=hidden_size,
+            ffn_dim=2 * hidden_size,
+            num_hidden_layers=text_layers,
+            num_attention_heads=heads,
+            max_position_embeddings=128,
+            **special,
+        )
+    elif language_model == "t5":
+        text = T5Config(
+            vocab_size=vocab_size,
+            d_model=hidden_size,
+            d_kv=hidden_size // heads,
+            d_ff=2 * hidden_size,
+            num_layers=text_layers,
+            num_decoder_layers=text_layers,
+            num_heads=heads,
+            decoder_start_token_id=0,
+            **special,
+        )
+    else:
+        raise ValueError(f"`language_model` must be 'opt' or 't5'; got {language_model!r}.")
+    return Blip2Config(
+        vision_config=vision.to_dict(),
+        qformer_config=qformer.to_dict(),
+        text_config=text.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=SPECIAL_TOKENS.index(IMAGE),
+    )
+
+
+def tiny_processor(
+    tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = 30, num_query_tokens: int = 32
+) -> Blip2Processor:
+    """A `Blip2Processor` that puts `num_query_tokens` `<image>` placeholders before each prompt."""
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+    return Blip2Processor(image_processor, tokenizer or tiny_tokenizer(), num_query_tokens=num_query_tokens)
+
+
+def tiny_model(
+    language_model: Literal["opt", "t5"] = "opt", seed: int = 0, **pruning_settings: Any
+) -> CatpBlip2ForConditionalGeneration:
+    """A randomly initialised tiny CATP model in eval mode.
+
+    Stock BLIP-2 initialises the query tokens to zeros, which makes every query attend alike and every score tie;
+    a trained model's query tokens differ, so here they are drawn from a normal distribution.
+    """
+    torch.manual_seed(seed)
+    config = CatpConfig.from_blip2_config(tiny_blip2_config(language_model), **pruning_settings)
+    model = CatpBlip2ForConditionalGeneration(config)
+    with torch.no_grad():
+        model.query_tokens.normal_()
+    return model.eval()
+
+
+__all__ = ["DEFAULT_WORDS", "SPECIAL_TOKENS", "tiny_blip2_config", "tiny_model", "tiny_processor", "tiny_tokenizer"]
