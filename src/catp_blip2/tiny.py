@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
     Blip2Config,
     Blip2Processor,
@@ -34,15 +34,20 @@ DEFAULT_WORDS = (
 
 
 def tiny_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> PreTrainedTokenizerFast:
-    """A word-level fast tokenizer: ids 0..4 are <pad> <s> </s> <unk> <image>, then `words` in order."""
+    """A lowercasing word-level fast tokenizer: ids 0..4 are <pad> <s> </s> <unk> <image>, then `words` in order."""
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for word in words:
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.normalizer = normalizers.Lowercase()  # "Question: ... Short answer:" maps onto lowercase words
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
     )
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    # Like OPT's tokenizer: BOS before every text, which BLIP-2's processor puts after the image placeholders.
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
     )
