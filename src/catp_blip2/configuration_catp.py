@@ -80,6 +80,9 @@ class CatpConfig(Blip2Config):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # A stock checkpoint's config.json carries model_type "blip-2", which the base class would set on the
+        # instance; the CATP config must save (and reload) as "catp_blip2".
+        vars(self).pop("model_type", None)
         self.check_pruning_settings()
 
     @property
