@@ -371,3 +371,38 @@ def test_different_images_get_different_answers_path(pair, processor):
     other = dict(inputs)
     other["pixel_values"] = processor(images=make_images(4, seed=9), return_tensors="pt")["pixel_values"]
     assert not torch.allclose(logits, model(**other, **extra_inputs(model, 4)).logits)
+
+
+def test_half_precision_load_behaves_like_stock(tmp_path, models, processor):
+    model, _ = models["opt"]
+    model.save_pretrained(tmp_path)
+    half = CatpBlip2ForConditionalGeneration.from_pretrained(
+        tmp_path, dtype=torch.bfloat16, pruning_method="catp", num_kept_query_tokens=8
+    ).eval()
+    stock = Blip2ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {p.dtype for p in stock.parameters()}
+    assert half.qformer.layernorm.weight.dtype == stock.qformer.layernorm.weight.dtype
+    assert half.language_projection.weight.dtype == torch.bfloat16
+    inputs = batch(processor)
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    features = half.get_image_features(inputs["pixel_values"])
+    assert features.pooler_output.dtype == torch.bfloat16 and features.pooler_output.shape[1] == 8
+    out = half.generate(**inputs, max_new_tokens=3, num_beams=2)
+    assert torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+
+
+def test_training_mode_forward_and_backward(pair, processor):
+    model, _ = pair
+    configure(model, pruning_method="catp", num_kept_query_tokens=8, image_token_weighting="vit_attention")
+    inputs = batch(processor)
+    model.train()
+    try:
+        if model.config.use_decoder_only_language_model:
+            loss = model(**inputs, labels=inputs["input_ids"]).loss
+        else:
+            loss = model(**inputs, labels=torch.tensor([[7, 8, 2]] * 4)).loss
+        loss.backward()
+        assert model.query_tokens.grad is not None and torch.isfinite(loss)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
