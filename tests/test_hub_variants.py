@@ -76,7 +76,7 @@ def test_bad_variant_files(tmp_path, capsys):
     # Through the CLI: exit status 2 and the reason on stderr, nothing written.
     bad = _write(tmp_path, {**GOOD, "num_kept_query_tokens": 0}, "bad.json")
     assert main(["export", "--variant", str(bad), "--out", str(tmp_path / "out")]) == 2
-    assert "`num_kept_query_tokens` must be None or an integer in 1..32; got 0" in capsys.readouterr().err
+    assert "`num_kept_query_tokens` must be None or an integer in 1..32 (num_query_tokens); got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

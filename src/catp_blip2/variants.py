@@ -161,6 +161,11 @@ def resolve_base(base: str) -> str:
             f"base_model {EMBEDDED_BASE!r} names the tiny model embedded in catp_blip2 (catp_blip2.embedded), "
             f"which this installation lacks ({error}); pass --base PATH_OR_ID instead."
         ) from None
+    if not Path(EMBEDDED_MODEL_DIR).is_dir():
+        raise ValueError(
+            f"base_model {EMBEDDED_BASE!r}: the embedded model folder {str(EMBEDDED_MODEL_DIR)!r} does not exist "
+            "in this installation; pass --base PATH_OR_ID instead."
+        )
     return str(EMBEDDED_MODEL_DIR)
 
 
