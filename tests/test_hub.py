@@ -245,3 +245,15 @@ def test_embedded_variant_loads_without_catp_blip2(tmp_path):
     assert remote["catp_blip2_importable"] is False
     pil = [Image.open(p).convert("RGB") for p in images]
     assert remote["vqa"] == vqa_calls(catp_blip2.vqa_pipeline(model=str(out), device="cpu"), [str(p) for p in images], pil)
+
+
+def test_vqa_pipeline_works_with_stock_blip2(exported):
+    """The pipeline class needs nothing CATP-specific: a stock BLIP-2 checkpoint answers the same way."""
+    stock = exported["root"] / "stock-opt"
+    vqa = catp_blip2.vqa_pipeline(model=str(stock), device="cpu")
+    assert type(vqa.model) is Blip2ForConditionalGeneration
+    image = Image.open(exported["images"][0]).convert("RGB")
+    inputs = vqa.processor(images=image, text=f"Question: {QUESTIONS[0]} Short answer:", return_tensors="pt")
+    ids = vqa.model.generate(**inputs, max_new_tokens=10)[:, inputs["input_ids"].shape[1]:]
+    expected = vqa.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+    assert vqa(image, QUESTIONS[0]) == [{"answer": expected}]
