@@ -2,7 +2,8 @@
 
 Importing the package registers `CatpConfig` (model_type "catp_blip2") with `AutoConfig` and
 `CatpBlip2ForConditionalGeneration` with `AutoModel`, `AutoModelForImageTextToText` and
-`AutoModelForVisualQuestionAnswering`.
+`AutoModelForVisualQuestionAnswering`. `vqa_pipeline(model=...)` gives the visual-question-answering pipeline
+(which transformers 5 dropped) without remote code.
 """
 
 from transformers import (
@@ -18,6 +19,7 @@ from .modeling_catp import (
     CatpForConditionalGenerationModelOutput,
     CatpImageFeaturesOutput,
 )
+from .pipeline_catp import CatpVisualQuestionAnsweringPipeline, vqa_pipeline
 
 __version__ = "0.1.0"
 
@@ -33,7 +35,9 @@ __all__ = [
     "CatpConfig",
     "CatpForConditionalGenerationModelOutput",
     "CatpImageFeaturesOutput",
+    "CatpVisualQuestionAnsweringPipeline",
     "PRUNING_METHODS",
     "PRUNING_SETTINGS",
     "__version__",
+    "vqa_pipeline",
 ]

@@ -9,6 +9,8 @@ import sys
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("catp_blip2.demo", "answer a question on a tiny local model, unpruned and pruned"),
+    "export": ("catp_blip2.export", "write a variant (configs/*.json) as a self-contained Hub-ready model folder"),
+    "push": ("catp_blip2.push", "export a variant and upload it to the Hugging Face Hub (--dry-run lists the upload)"),
 }
 
 

@@ -1,0 +1,169 @@
+"""`catp-blip2 export`: write a variant as a self-contained, Hub-ready model folder.
+
+The folder holds the CATP config (with `auto_map` for every Auto class and the `visual-question-answering`
+custom pipeline), safetensors weights (sharded above `--max-shard-size`), the processor and tokenizer files, the
+model's own code (so `trust_remote_code=True` loads it where catp_blip2 is not installed) and the model card.
+
+    catp-blip2 export --variant configs/blip2-opt-2.7b-catp-k8.json --out blip2-opt-2.7b-catp-k8
+    catp-blip2 export --variant configs/tiny-embedded-catp-k8.json --out tiny-k8 --results results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoConfig, AutoProcessor
+
+from .configuration_catp import CatpConfig
+from .model_card import build_model_card, load_results, resolve_license
+from .modeling_catp import CatpBlip2ForConditionalGeneration
+from .pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
+from .variants import Variant, load_variant, resolve_base
+
+PACKAGE_DIR = Path(__file__).parent
+# The model core: flat modules importing only each other (relatively), torch and transformers. transformers
+# copies a remote-code module together with the modules it imports relatively, so these are all it needs.
+CODE_FILES = ("configuration_catp.py", "scoring.py", "modeling_catp.py", "pipeline_catp.py")
+MODEL_CLASS = f"modeling_catp.{CatpBlip2ForConditionalGeneration.__name__}"
+AUTO_MAP = {
+    "AutoConfig": f"configuration_catp.{CatpConfig.__name__}",
+    "AutoModel": MODEL_CLASS,
+    "AutoModelForImageTextToText": MODEL_CLASS,
+    "AutoModelForVisualQuestionAnswering": MODEL_CLASS,
+}
+CUSTOM_PIPELINES = {
+    VQA_TASK: {
+        "impl": f"pipeline_catp.{CatpVisualQuestionAnsweringPipeline.__name__}",
+        "pt": ["AutoModelForVisualQuestionAnswering"],
+        "tf": [],
+        "type": "multimodal",
+    }
+}
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# What an export writes that a later export might not overwrite (other shard counts): removed by --overwrite.
+STALE_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    variant: Variant
+    base_location: str
+    license: str
+    license_source: str
+
+
+def export_variant(
+    variant: Variant,
+    out: str | Path,
+    base: str | None = None,
+    results_path: str | Path | None = None,
+    repo_id: str | None = None,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    dtype: str = "auto",
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export `variant` into the folder `out` (created; must be empty unless `overwrite`).
+
+    Args:
+        base: where to load the base checkpoint from (folder or Hub id); defaults to the variant's `base_model`.
+        results_path: a `catp-blip2 eval` results file: adds the accuracy table and the card's model-index.
+        repo_id: the Hub repo the card's usage examples name; defaults to "<your-username>/<repo_name>".
+        max_shard_size: weights above this size are split into shards (`save_pretrained`'s `max_shard_size`).
+        dtype: "auto" keeps the checkpoint's dtype.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {DTYPES}; got {dtype!r}.")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"--out {str(out)!r} is not empty; choose an empty folder or pass --overwrite.")
+        for pattern in STALE_PATTERNS:
+            for stale in out.glob(pattern):
+                stale.unlink()
+    results = load_results(results_path) if results_path is not None else None  # fail before the heavy work
+
+    location = resolve_base(base or variant.base_model)
+    base_config = AutoConfig.from_pretrained(location)
+    config = variant.catp_config(base_config)
+    processor = AutoProcessor.from_pretrained(location)
+    processor_queries = getattr(processor, "num_query_tokens", None)
+    if processor_queries != config.num_query_tokens:
+        # A Blip2Processor without num_query_tokens inserts no image placeholders and the image is silently ignored.
+        raise ValueError(
+            f"The processor of {location!r} has num_query_tokens={processor_queries!r}, but the model has "
+            f"num_query_tokens={config.num_query_tokens}; they must agree for the image tokens to be placed."
+        )
+    license_, license_source = resolve_license(variant, location)
+    card = build_model_card(
+        variant,
+        config,
+        repo_id=repo_id or f"<your-username>/{variant.repo_name}",
+        license_=license_,
+        results=results,
+    )
+    model = CatpBlip2ForConditionalGeneration.from_pretrained(location, config=config, dtype=dtype)
+
+    # register_for_auto_class keeps only its last call, so auto_map is written whole.
+    model.config.auto_map = dict(AUTO_MAP)
+    model.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, max_shard_size=max_shard_size)
+    processor.save_pretrained(out)
+    for name in CODE_FILES:
+        shutil.copyfile(PACKAGE_DIR / name, out / name)
+
+    card.save(out / "README.md")
+    return ExportResult(folder=out, variant=variant, base_location=location, license=license_, license_source=license_source)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by `export` and `push`."""
+    parser.add_argument("--variant", required=True, help="variant file, e.g. configs/blip2-opt-2.7b-catp-k8.json")
+    parser.add_argument("--base", help="load the base checkpoint from this folder or Hub id instead of the variant's")
+    parser.add_argument("--results", help="results.json of `catp-blip2 eval`: accuracy table + model-index in the card")
+    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="shard weights above this size")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto keeps the checkpoint's)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--out", required=True, help="folder to write (created; must be empty)")
+    parser.add_argument("--repo-id", help="Hub repo id the card's usage examples name (default <your-username>/NAME)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (old weights removed)")
+
+
+def describe(result: ExportResult) -> str:
+    files = sorted(p for p in result.folder.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    return (
+        f"exported {result.variant.name} from {result.base_location} to {result.folder} "
+        f"({len(files)} files, {total / 1e6:.1f} MB; license {result.license} from {result.license_source})"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        variant = load_variant(args.variant)
+        result = export_variant(
+            variant,
+            args.out,
+            base=args.base,
+            results_path=args.results,
+            repo_id=args.repo_id,
+            max_shard_size=args.max_shard_size,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileNotFoundError, OSError) as error:
+        print(f"catp-blip2 export: error: {error}", file=sys.stderr)
+        return 2
+    print(describe(result))
+    return 0

@@ -1,0 +1,242 @@
+"""The model card (README.md) of an exported variant: huggingface_hub `ModelCard` from `hub_card/model_card.md`.
+
+Metadata: base_model (when the variant's base is a Hub id), `library_name: transformers`, pipeline_tag, tags, the
+base model's license, and a model-index of the measured accuracy when a `catp-blip2 eval` results file is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, hf_hub_download
+
+from .configuration_catp import CatpConfig
+from .pipeline_catp import DEFAULT_VQA_PROMPT
+from .variants import Variant, is_hub_model_id
+
+TEMPLATE_PATH = Path(__file__).parent / "hub_card" / "model_card.md"
+PIPELINE_TAG = "visual-question-answering"
+TAGS = [
+    "catp",
+    "token-pruning",
+    "blip-2",
+    "visual-question-answering",
+    "image-text-to-text",
+    "arxiv:2404.08567",
+    "arxiv:2301.12597",
+]
+# Used when neither the variant file nor the base model's card states a license. Every Salesforce/blip2-*
+# checkpoint is released under MIT (their model cards say `license: mit`).
+DEFAULT_LICENSES = {"Salesforce/blip2-": "mit"}
+FALLBACK_LICENSE = "other"
+
+# VQAv2 accuracy of BLIP-2 OPT-2.7b in the CATP paper (10% val sample; first cross-attention layer votes).
+PAPER_OPT_27B = {"unpruned": 52.14, 16: 44.17, 8: 35.44, 4: 30.17}
+
+
+def _card_license(card_path: Path) -> str | None:
+    try:
+        return ModelCard.load(card_path, ignore_metadata_errors=True).data.license
+    except Exception:  # an unreadable card is no license statement
+        return None
+
+
+def resolve_license(variant: Variant, base_location: str) -> tuple[str, str]:
+    """The license of the exported model, and where it came from.
+
+    Order: the variant file's `license`; the base checkpoint's model card (README.md of a local base folder, or of
+    a Hub base as far as the local cache or the Hub can give it); `DEFAULT_LICENSES` by base id prefix;
+    `"other"` (with a warning on stderr).
+    """
+    if variant.license:
+        return variant.license, f"variant file {variant.source or variant.name}"
+    local_card = Path(base_location) / "README.md"
+    if local_card.is_file():
+        found = _card_license(local_card)
+        if found:
+            return found, f"model card of {base_location}"
+    elif is_hub_model_id(base_location):
+        try:
+            found = _card_license(Path(hf_hub_download(base_location, "README.md")))
+        except Exception:  # offline or unreachable: fall through to the documented default
+            found = None
+        if found:
+            return found, f"model card of {base_location}"
+    for prefix, license_ in DEFAULT_LICENSES.items():
+        if variant.base_model.startswith(prefix):
+            return license_, f"default for {prefix}* checkpoints"
+    print(
+        f"warning: no license found for base {variant.base_model!r}; the card says {FALLBACK_LICENSE!r}. "
+        "Add \"license\" to the variant file.",
+        file=sys.stderr,
+    )
+    return FALLBACK_LICENSE, "fallback"
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a `catp-blip2 eval` results file and check its schema.
+
+    Schema: {"model": str, "dataset": str | {"name"/"path"/"id", "split", "config"}, "num_questions": int,
+    "results": [{"method": str, "num_kept_query_tokens": int | null, "accuracy": number, ...}, ...]}.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Results file {str(path)!r} does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Results file {str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list) or not data["results"]:
+        raise ValueError(
+            f"Results file {str(path)!r} must be a JSON object with a non-empty `results` list (as written by "
+            "`catp-blip2 eval`)."
+        )
+    for i, row in enumerate(data["results"]):
+        if not isinstance(row, dict) or not {"method", "num_kept_query_tokens", "accuracy"} <= set(row):
+            raise ValueError(
+                f"Results file {str(path)!r}: results[{i}] must have `method`, `num_kept_query_tokens` and "
+                f"`accuracy`; got {row!r}."
+            )
+        if not isinstance(row["accuracy"], (int, float)) or isinstance(row["accuracy"], bool):
+            raise ValueError(f"Results file {str(path)!r}: results[{i}].accuracy must be a number; got {row['accuracy']!r}.")
+    return data
+
+
+def _dataset_fields(dataset: Any) -> tuple[str, str | None, str | None]:
+    """(id, config, split) of the results' `dataset` entry."""
+    if isinstance(dataset, dict):
+        name = dataset.get("id") or dataset.get("path") or dataset.get("name") or "unknown"
+        return str(name), dataset.get("config"), dataset.get("split")
+    return (str(dataset) if dataset else "unknown"), None, None
+
+
+def _row_matches(row: dict[str, Any], config: CatpConfig) -> bool:
+    """Whether a results row was measured with this config's pruning (settings the row names must agree)."""
+    if row["method"] != config.pruning_method:
+        return False
+    if config.pruning_method != "none":
+        row_k = row["num_kept_query_tokens"] or config.num_query_tokens
+        if row_k != config.kept_query_tokens:
+            return False
+    for key in ("vote_layers", "vote_layer_weights", "image_token_weighting", "vote_aggregation", "pruning_seed"):
+        if key in row and row[key] != getattr(config, key):
+            return False
+    return True
+
+
+def _accuracy_text(value: float, percent: bool) -> str:
+    return f"{value:.2f}" if percent else f"{value:.4f}"
+
+
+def build_model_card(
+    variant: Variant,
+    config: CatpConfig,
+    repo_id: str,
+    license_: str,
+    results: dict[str, Any] | None = None,
+    variant_file: str | None = None,
+) -> ModelCard:
+    """Render the card of `variant` exported with `config`, to be published as `repo_id`."""
+    base_model_id = variant.base_model if is_hub_model_id(variant.base_model) else None
+    kept, total = config.kept_query_tokens, config.num_query_tokens
+
+    rows: list[dict[str, Any]] = []
+    eval_results: list[EvalResult] = []
+    this_result = False
+    dataset_text = model_text = num_questions = None
+    if results is not None:
+        dataset_id, dataset_config, dataset_split = _dataset_fields(results.get("dataset"))
+        dataset_text = f"`{dataset_id}`" + (f" ({dataset_split} split)" if dataset_split else "")
+        model_text = results.get("model")
+        num_questions = results.get("num_questions")
+        # Accuracy in percent (VQA convention) or as a fraction: whatever the file holds, shown as it is.
+        percent = any(row["accuracy"] > 1 for row in results["results"])
+        for row in results["results"]:
+            this = _row_matches(row, config)
+            this_result = this_result or this
+            row_kept = total if row["method"] == "none" else (row["num_kept_query_tokens"] or total)
+            rows.append(
+                {"method": row["method"], "kept": f"{row_kept} / {total}", "accuracy": _accuracy_text(row["accuracy"], percent), "this": this}
+            )
+            if this:
+                eval_results.append(
+                    EvalResult(
+                        task_type=PIPELINE_TAG,
+                        task_name="Visual Question Answering",
+                        dataset_type=dataset_id,
+                        dataset_name=dataset_id,
+                        dataset_config=dataset_config,
+                        dataset_split=dataset_split,
+                        metric_type="accuracy",
+                        metric_name="VQA accuracy" + (" (%)" if percent else ""),
+                        metric_value=round(float(row["accuracy"]), 4),
+                    )
+                )
+
+    card_data = ModelCardData(
+        base_model=base_model_id,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAG,
+        license=license_,
+        tags=list(TAGS),
+        model_name=repo_id.split("/")[-1] if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+    paper_reference = None
+    if (
+        variant.base_model == "Salesforce/blip2-opt-2.7b"
+        and config.pruning_method == "catp"
+        and config.vote_layers == "first"
+        and config.image_token_weighting == "none"
+        and config.vote_aggregation == "rank"
+        and kept in PAPER_OPT_27B
+    ):
+        paper_reference = (
+            f"For reference, the CATP paper reports VQAv2 accuracy of {PAPER_OPT_27B[kept]} for this setting "
+            f"({PAPER_OPT_27B['unpruned']} unpruned; 10% validation sample, beam search with 5 beams); those are the "
+            "paper's numbers, not measurements of this export."
+        )
+
+    settings = [(key, json.dumps(getattr(config, key))) for key in (
+        "pruning_method", "num_kept_query_tokens", "vote_layers", "vote_layer_weights",
+        "image_token_weighting", "vote_aggregation", "pruning_seed",
+    )]
+    aggregation_text = (
+        f"Borda points: the query it attends least gets 0, the most {total - 1}"
+        if config.vote_aggregation == "rank"
+        else "soft votes: each voter splits one vote over the queries in proportion to its attention"
+    )
+    if config.image_token_weighting == "vit_attention":
+        aggregation_text += "; each image token's votes are weighted by the attention it receives in the ViT's last layer"
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        repo_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        description=variant.description or f"BLIP-2 with {kept} of {total} query tokens kept by {config.pruning_method}.",
+        base_model_id=base_model_id,
+        variant_file=variant_file or (str(variant.source) if variant.source else variant.name),
+        num_query_tokens=total,
+        kept=kept,
+        kept_fraction=f"{kept / total:.0%}" if kept != total else "all of them",
+        removed=total - kept,
+        pruning_method=config.pruning_method,
+        aggregation_text=aggregation_text,
+        settings=settings,
+        vqa_prompt=DEFAULT_VQA_PROMPT,
+        example_prompt=DEFAULT_VQA_PROMPT.format("how many cats are there?"),
+        results=rows,
+        this_result=this_result,
+        results_dataset=dataset_text,
+        results_model=model_text,
+        results_num_questions=num_questions,
+        paper_reference=paper_reference,
+    )
+
+
+__all__ = ["DEFAULT_LICENSES", "TAGS", "TEMPLATE_PATH", "build_model_card", "load_results", "resolve_license"]
