@@ -1,4 +1,5 @@
-"""The model card (README.md) of an exported variant: huggingface_hub `ModelCard` from `hub_card/model_card.md`.
+"""The model card (README.md) of an exported variant: huggingface_hub `ModelCard` from the repo's `hub_card/model_card.md`
+(linked into the package as `catp_blip2/hub_card`, so an installed wheel carries it).
 
 Metadata: base_model (when the variant's base is a Hub id), `library_name: transformers`, pipeline_tag, tags, the
 base model's license, and a model-index of the measured accuracy when a `catp-blip2 eval` results file is given.
