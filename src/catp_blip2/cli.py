@@ -10,6 +10,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("catp_blip2.demo", "answer a question on a tiny local model, unpruned and pruned"),
     "export": ("catp_blip2.export", "write a variant (configs/*.json) as a self-contained Hub-ready model folder"),
+    "train-synthetic": ("catp_blip2.train_synthetic", "train the embedded tiny BLIP-2 on the synthetic shapes task (CPU)"),
     "push": ("catp_blip2.push", "export a variant and upload it to the Hugging Face Hub (--dry-run lists the upload)"),
 }
 
