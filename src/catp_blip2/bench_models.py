@@ -1,0 +1,261 @@
+"""Models for the benchmark: named architectures with random weights, the tiny models, or any checkpoint.
+
+`load_bench_model(name_or_path, dtype, device)` returns a `CatpBlip2ForConditionalGeneration` in eval mode:
+- `"blip2-opt-2.7b"`: the exact architecture of `Salesforce/blip2-opt-2.7b` (about 3.74e9 parameters) with random
+  weights, built without downloading anything;
+- `"tiny"`: `catp_blip2.tiny.tiny_model()` (OPT language model);
+- `"embedded"`: the trained tiny model shipped in `catp_blip2.embedded`;
+- anything else: a local checkpoint folder or a Hub id, loaded with `from_pretrained`.
+
+`stock_twin(model)` makes a stock `Blip2ForConditionalGeneration` whose modules ARE the CATP model's modules, so
+stock and CATP are timed on the very same weights without a second copy in memory.
+
+Timing does not depend on weight values, but generation must stay finite, and attention scores must not all tie
+(stock BLIP-2 starts its query tokens at zero), so random weights are N(0, 0.02) with LayerNorms at (1, 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+from transformers.initialization import no_init_weights
+
+from .configuration_catp import CatpConfig
+from .modeling_catp import CatpBlip2ForConditionalGeneration
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Salesforce/blip2-opt-2.7b as converted for transformers 5: 3,744,761,856 parameters (lm_head tied to the
+# input embeddings). The text vocabulary is 50304 rows; the processor's <image> token is id 50265.
+BLIP2_OPT_2_7B_PARAMETERS = 3_744_761_856
+
+
+def blip2_opt_2_7b_config() -> Blip2Config:
+    """The `Blip2Config` of `Salesforce/blip2-opt-2.7b` (architecture fields; no weights, no download)."""
+    vision = Blip2VisionConfig(  # EVA ViT-g/14 at 224 px: 16 x 16 patches + CLS = 257 image tokens
+        hidden_size=1408,
+        intermediate_size=6144,
+        num_hidden_layers=39,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+    )
+    qformer = Blip2QFormerConfig(
+        vocab_size=30522,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        cross_attention_frequency=2,
+        encoder_hidden_size=1408,
+        max_position_embeddings=512,
+        layer_norm_eps=1e-12,
+    )
+    text = OPTConfig(  # facebook/opt-2.7b
+        vocab_size=50304,
+        hidden_size=2560,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        ffn_dim=10240,
+        max_position_embeddings=2048,
+        word_embed_proj_dim=2560,
+        do_layer_norm_before=True,
+        activation_function="relu",
+        bos_token_id=2,
+        eos_token_id=50118,
+        pad_token_id=1,
+        tie_word_embeddings=True,
+    )
+    return Blip2Config(
+        vision_config=vision.to_dict(),
+        qformer_config=qformer.to_dict(),
+        text_config=text.to_dict(),
+        num_query_tokens=32,
+        image_token_index=50265,
+    )
+
+
+NAMED_ARCHITECTURES: dict[str, Callable[[], Blip2Config]] = {"blip2-opt-2.7b": blip2_opt_2_7b_config}
+NAMED_MODELS = (*NAMED_ARCHITECTURES, "tiny", "embedded")
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """`"float32"`, `"bfloat16"` or `"float16"` -> the torch dtype; anything else is a ValueError."""
+    if name not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {list(DTYPES)}; got {name!r}.")
+    return DTYPES[name]
+
+
+@torch.no_grad()
+def fill_random_weights(model: nn.Module, seed: int = 0, std: float = 0.02, pool_size: int = 1 << 22) -> None:
+    """Give every parameter finite random values quickly: LayerNorm (1, 0), biases 0, the rest N(0, std).
+
+    Drawing 3.7e9 normal numbers on 2 CPU cores takes about a minute; tiling one seeded pool of `pool_size`
+    normal values (each tensor starting at a different offset) is a memory copy and gives the same timing
+    behaviour, since speed does not depend on what the values are.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pools: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def pool_for(tensor: torch.Tensor) -> torch.Tensor:
+        key = (tensor.dtype, tensor.device)
+        if key not in pools:
+            pools[key] = (torch.randn(2 * pool_size, generator=generator) * std).to(tensor.device, tensor.dtype)
+        return pools[key]
+
+    layer_norm_params = set()
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            if module.weight is not None:
+                module.weight.fill_(1.0)
+                layer_norm_params.add(id(module.weight))
+            if module.bias is not None:
+                module.bias.zero_()
+                layer_norm_params.add(id(module.bias))
+    for name, param in model.named_parameters():
+        if id(param) in layer_norm_params:
+            continue
+        if name.endswith(".bias"):
+            param.zero_()
+            continue
+        flat, pool = param.view(-1), pool_for(param)
+        start = int(torch.randint(pool_size, (1,), generator=generator))
+        for offset in range(0, flat.numel(), pool_size):
+            count = min(pool_size, flat.numel() - offset)
+            flat[offset : offset + count].copy_(pool[start : start + count])
+
+
+def random_model(
+    config: Blip2Config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0
+) -> CatpBlip2ForConditionalGeneration:
+    """A CATP model of `config`'s architecture with random weights, built directly in `dtype` on `device`.
+
+    Construction skips transformers' and torch's weight initialisation (`no_init_weights`) and allocates in
+    `dtype` from the start, so the 2.7b architecture needs one bf16 copy (7.5 GB) and a few seconds, not an fp32
+    copy and minutes. As `from_pretrained(dtype=...)` does for BLIP-2, the Q-Former and query tokens stay fp32.
+    """
+    catp_config = config if isinstance(config, CatpConfig) else CatpConfig.from_blip2_config(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)
+    try:
+        with no_init_weights(), torch.device(device):
+            model = CatpBlip2ForConditionalGeneration(catp_config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.qformer.float()
+    model.query_tokens.data = model.query_tokens.data.float()
+    model.tie_weights()
+    fill_random_weights(model, seed=seed)
+    # Stock BLIP-2 starts the query tokens at zero (all scores would tie); a trained model's differ.
+    model.query_tokens.data.normal_(generator=torch.Generator(device=model.query_tokens.device).manual_seed(seed))
+    return model.eval()
+
+
+def _embedded_model_dir() -> Path:
+    try:
+        from .embedded import EMBEDDED_MODEL_DIR  # built by another part of the project; may not exist yet
+    except ImportError as error:
+        raise ValueError(
+            "`model` 'embedded' needs the trained tiny model in `catp_blip2.embedded` (EMBEDDED_MODEL_DIR), which this "
+            f"installation does not have ({error}); use 'tiny' or a checkpoint path instead."
+        ) from error
+    directory = Path(EMBEDDED_MODEL_DIR)
+    if not (directory / "config.json").is_file():
+        raise ValueError(
+            f"`model` 'embedded': catp_blip2.embedded.EMBEDDED_MODEL_DIR={str(directory)!r} holds no config.json; "
+            "use 'tiny' or a checkpoint path instead."
+        )
+    return directory
+
+
+def _cast(model: CatpBlip2ForConditionalGeneration, dtype: torch.dtype) -> CatpBlip2ForConditionalGeneration:
+    """Everything in `dtype` except the Q-Former and query tokens, which BLIP-2 keeps in fp32."""
+    model.to(dtype)
+    model.qformer.float()
+    model.query_tokens.data = model.query_tokens.data.float()
+    return model
+
+
+def load_bench_model(
+    name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0
+) -> CatpBlip2ForConditionalGeneration:
+    """The benchmark's CATP model: a named architecture (`NAMED_MODELS`), a local checkpoint folder or a Hub id."""
+    if name_or_path in NAMED_ARCHITECTURES:
+        return random_model(NAMED_ARCHITECTURES[name_or_path](), dtype=dtype, device=device, seed=seed)
+    if name_or_path == "tiny":
+        from .tiny import tiny_model
+
+        return _cast(tiny_model("opt", seed=seed), dtype).to(device).eval()
+    if name_or_path == "embedded":
+        source: str | Path = _embedded_model_dir()
+    else:
+        source = name_or_path
+        looks_local = Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~"))
+        if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
+            raise ValueError(
+                f"`model` must be one of {list(NAMED_MODELS)}, a checkpoint folder with a config.json, or a Hub id; "
+                f"got {name_or_path!r}, a path without config.json."
+            )
+    try:
+        model = CatpBlip2ForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    except OSError as error:  # not a folder, unknown Hub id, or the Hub unreachable
+        raise ValueError(
+            f"`model` must be one of {list(NAMED_MODELS)}, a checkpoint folder or a reachable Hub id; "
+            f"{str(source)!r} could not be loaded: {error}"
+        ) from error
+    return model.to(device).eval()
+
+
+def stock_twin(model: CatpBlip2ForConditionalGeneration) -> Blip2ForConditionalGeneration:
+    """A stock `Blip2ForConditionalGeneration` that shares every module and parameter of `model` (no copy).
+
+    It is built on the meta device (no memory) and then given `model`'s own submodules.
+    """
+    values = model.config.to_dict()
+    for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
+        values.pop(key, None)
+    for key in list(values):
+        if key in _pruning_settings():
+            values.pop(key)
+    with no_init_weights(), torch.device("meta"):
+        stock = Blip2ForConditionalGeneration(Blip2Config(**values))
+    for name, _ in list(stock.named_children()):
+        setattr(stock, name, getattr(model, name))
+    stock.query_tokens = model.query_tokens
+    leftovers = [name for name, tensor in [*stock.named_parameters(), *stock.named_buffers()] if tensor.is_meta]
+    if leftovers:
+        raise RuntimeError(f"stock_twin: tensors not shared with the CATP model: {leftovers[:5]}")
+    return stock.eval()
+
+
+def _pruning_settings() -> tuple[str, ...]:
+    from .configuration_catp import PRUNING_SETTINGS
+
+    return tuple(PRUNING_SETTINGS)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+__all__ = [
+    "BLIP2_OPT_2_7B_PARAMETERS",
+    "DTYPES",
+    "NAMED_ARCHITECTURES",
+    "NAMED_MODELS",
+    "blip2_opt_2_7b_config",
+    "count_parameters",
+    "fill_random_weights",
+    "load_bench_model",
+    "parse_dtype",
+    "random_model",
+    "stock_twin",
+]

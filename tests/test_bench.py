@@ -1,0 +1,112 @@
+"""`catp-blip2 bench` on the tiny model through the CLI: outputs and their fields (never times), and bad arguments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from catp_blip2.bench_models import (
+    BLIP2_OPT_2_7B_PARAMETERS,
+    blip2_opt_2_7b_config,
+    count_parameters,
+    random_model,
+    stock_twin,
+)
+from catp_blip2.cli import main
+from catp_blip2.configuration_catp import CatpConfig
+from catp_blip2.modeling_catp import CatpBlip2ForConditionalGeneration
+from catp_blip2.tiny import tiny_blip2_config
+
+PER_CONFIGURATION = {
+    "end_to_end_s",
+    "prefill_s",
+    "vision_s",
+    "qformer_scoring_s",
+    "scoring_s",
+    "time_to_first_token_s",
+    "decode_per_token_s",
+    "peak_memory_bytes",
+    "scoring_overhead_fraction",
+    "throughput_samples_per_s",
+    "end_to_end_speedup_vs_stock",
+    "prefill_speedup_vs_stock",
+    "flop_ideal_prefill_speedup",
+    "prefill_speedup_fraction_of_ideal",
+    "stages",
+}
+
+
+def test_bench_tiny_writes_all_outputs(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", "--model", "tiny", "--keep", "32", "8", "--batch-sizes", "1", "2", "--repeats", "2"]
+    argv += ["--warmup", "0", "--prompt-tokens", "6", "--new-tokens", "3", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    markdown = (out / "bench.md").read_text()
+    assert "catp-k8" in markdown and "## Targets" in markdown
+
+    assert report["model"] == "tiny" and report["prompt_tokens"] == 6 and report["new_tokens"] == 3
+    rows = {(r["batch_size"], r["config"]): r for r in report["results"]}
+    assert set(rows) == {(b, c) for b in (1, 2) for c in ("stock", "catp-k32", "catp-k8")}
+    for row in rows.values():
+        assert PER_CONFIGURATION <= set(row)
+        assert row["end_to_end_s"] > 0 and row["prefill_s"] > 0 and row["peak_memory_bytes"] > 0
+        assert 0 <= row["scoring_overhead_fraction"] < 1
+        assert row["stages"]["end_to_end_s"]["n"] == 2
+    assert rows[(1, "catp-k8")]["lm_prompt_tokens"] == 8 + 6
+    assert rows[(1, "catp-k8")]["flop_ideal_prefill_speedup"] == pytest.approx((32 + 6) / (8 + 6))
+    # Same weights, k = 32: the generated tokens must be the stock model's.
+    assert rows[(1, "catp-k32")]["same_new_tokens_as_stock"] is True
+    assert {t["target"].split(" (")[0] for t in report["targets"]} >= {
+        "CATP k=32 end to end within 3% of stock",
+        "prefill speed-up at k=8 at least 90% of the FLOP ideal",
+    }
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--keep", "0"], "--keep"),
+        (["--keep", "8", "8"], "--keep"),
+        (["--keep", "33"], "--keep"),
+        (["--batch-sizes", "0"], "--batch-sizes"),
+        (["--repeats", "0"], "--repeats"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--new-tokens", "1"], "--new-tokens"),
+        (["--prompt-tokens", "0"], "--prompt-tokens"),
+        (["--dtype", "float64"], "dtype"),
+        (["--device", "tpu"], "--device"),
+        (["--model", "no-such-model"], "model"),
+    ],
+)
+def test_bench_rejects_bad_arguments(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        main(["bench", "--model", "tiny", "--out", str(tmp_path / "out"), *extra])
+
+
+def test_bench_rejects_file_as_out(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("")
+    with pytest.raises(ValueError, match="--out"):
+        main(["bench", "--model", "tiny", "--out", str(target)])
+
+
+def test_opt_2_7b_architecture_has_the_checkpoint_parameter_count():
+    config = CatpConfig.from_blip2_config(blip2_opt_2_7b_config())
+    with torch.device("meta"):
+        model = CatpBlip2ForConditionalGeneration(config)
+    assert count_parameters(model) == BLIP2_OPT_2_7B_PARAMETERS
+    assert config.image_token_id == 50265 and config.text_config.vocab_size == 50304
+    assert config.vision_config.num_hidden_layers == 39 and config.num_cross_attention_layers == 6
+
+
+def test_random_model_and_stock_twin_share_weights():
+    model = random_model(tiny_blip2_config(), dtype=torch.bfloat16)
+    assert model.language_model.lm_head.weight.dtype == torch.bfloat16
+    assert model.qformer.layernorm.weight.dtype == torch.float32 and model.query_tokens.dtype == torch.float32
+    assert all(torch.isfinite(p.float()).all() for p in model.parameters())
+    stock = stock_twin(model)
+    assert {p.data_ptr() for p in stock.parameters()} == {p.data_ptr() for p in model.parameters()}
