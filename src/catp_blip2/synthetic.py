@@ -6,7 +6,7 @@ a different colour, on a noisy dark background. Five question families ask about
 information the 32 query tokens carry to the language model.
 
 Everything is a pure function of its seed; `embedded_eval_dataset()` is the evaluation set the embedded tiny model
-is judged on (its seed is disjoint from the training seeds of `catp_blip2.train_synthetic`).
+is judged on (drawn from a different random stream than the training steps of `catp_blip2.train_synthetic`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ VOCABULARY = tuple(
     + list(COLUMNS)
     + [str(n) for n in range(1, MAX_OBJECTS + 1)]
 )
-EVAL_SEED = 1_000_003  # training draws seeds below 1e6, so no evaluation image is ever a training image
+EVAL_SEED = 1_000_003  # a plain integer seed; training steps draw from default_rng([seed, step]), another stream
 EVAL_NUM_IMAGES = 100
 QUESTIONS_PER_IMAGE = 3
 

@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
         start = state["step"]
         print(f"resuming from step {start}")
 
@@ -192,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
             log.flush()
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                     "generator": generator.get_state(), "settings": _settings(args)}
+                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "settings": _settings(args)}
             torch.save(state, checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)  # atomic: a kill never leaves half a file
     log.close()
