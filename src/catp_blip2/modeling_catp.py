@@ -84,6 +84,12 @@ def vision_attention_probs(module: nn.Module, hidden_states: torch.Tensor) -> to
     return (qkv[0] @ qkv[1].transpose(-1, -2) * module.scale).softmax(dim=-1)
 
 
+def _gather_positions(tensor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """tensor (B, L, ...), positions (B, L') -> (B, L', ...): the entries at `positions` of each row."""
+    index = positions.to(tensor.device).view(*positions.shape, *([1] * (tensor.dim() - 2)))
+    return tensor.gather(1, index.expand(*positions.shape, *tensor.shape[2:]))
+
+
 class AttentionRecorder:
     """Records attention probabilities of chosen modules during one forward pass.
 
@@ -258,9 +264,11 @@ class CatpBlip2ForConditionalGeneration(Blip2ForConditionalGeneration):
                 " give one image per row."
             )
         counts = placeholder_mask.sum(dim=1)
-        if bool((counts == k).all()):
+        # The only host sync of this step: which of the two allowed layouts the rows have.
+        compact, full = torch.stack([(counts == k).all(), (counts == num_queries).all()]).tolist()
+        if compact:
             return tensors
-        if not bool((counts == num_queries).all()):
+        if not full:
             raise ValueError(
                 f"Each row of `input_ids` must carry num_query_tokens={num_queries} image placeholder tokens "
                 f"(image_token_id={self.config.image_token_id}, as Blip2Processor(num_query_tokens={num_queries}) "
@@ -272,10 +280,10 @@ class CatpBlip2ForConditionalGeneration(Blip2ForConditionalGeneration):
         ordinal = (placeholder_mask.long().cumsum(dim=1) - 1).clamp(min=0)
         keep = ~placeholder_mask | kept_flags.gather(1, ordinal)
         new_length = placeholder_mask.shape[1] - (num_queries - k)
-        return {
-            name: None if t is None else t[keep.to(t.device)].view(t.shape[0], new_length, *t.shape[2:])
-            for name, t in tensors.items()
-        }
+        # Every row keeps exactly new_length positions; a stable sort lists them in order. Gathering them avoids
+        # boolean indexing, which waits for the device to learn its output size (once per tensor).
+        positions = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :new_length]
+        return {name: None if t is None else _gather_positions(t, positions) for name, t in tensors.items()}
 
     def _placeholders(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         return self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds).squeeze(-1)

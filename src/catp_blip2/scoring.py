@@ -24,8 +24,12 @@ def borda_points(probs: torch.Tensor) -> torch.Tensor:
     """
     # Stable descending sort puts equal values in index order, so the lower index gets the better rank.
     order = probs.argsort(dim=2, descending=True, stable=True)
-    rank = order.argsort(dim=2)
-    return (probs.shape[2] - 1 - rank).to(probs.dtype if probs.is_floating_point() else torch.float32)
+    # The query at sorted position j earns Q-1-j points: one scatter instead of a second argsort (the inverse
+    # permutation), on the device, with no host round trip.
+    num_queries = probs.shape[2]
+    dtype = probs.dtype if probs.is_floating_point() else torch.float32
+    points = torch.arange(num_queries - 1, -1, -1, device=probs.device, dtype=dtype).view(1, 1, num_queries, 1)
+    return torch.empty(order.shape, device=probs.device, dtype=dtype).scatter_(2, order, points.expand(order.shape))
 
 
 def soft_votes(probs: torch.Tensor) -> torch.Tensor:
@@ -77,7 +81,9 @@ def catp_scores(
         else:
             layer_score = votes.sum(dim=(1, 3))
         if layer_weights is not None:
-            layer_score = layer_score * float(layer_weights[index])
+            weight = layer_weights[index]
+            # A tensor weight stays a tensor: float() of a device tensor would wait for the device.
+            layer_score = layer_score * (weight.to(layer_score) if torch.is_tensor(weight) else float(weight))
         total = layer_score if total is None else total + layer_score
     return total
 
