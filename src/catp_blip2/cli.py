@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-synthetic": ("catp_blip2.train_synthetic", "train the embedded tiny BLIP-2 on the synthetic shapes task (CPU)"),
     "push": ("catp_blip2.push", "export a variant and upload it to the Hugging Face Hub (--dry-run lists the upload)"),
     "bench": ("catp_blip2.bench", "time and measure memory of CATP vs stock BLIP-2 on the same weights (bench.json/md/png)"),
+    "eval": ("catp_blip2.evaluate_cli", "VQA accuracy of a BLIP-2 checkpoint, unpruned and for every pruning method x k (resumable)"),
 }
 
 

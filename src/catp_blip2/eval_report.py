@@ -1,0 +1,95 @@
+"""Reports of `catp-blip2 eval` results: the Markdown table (methods x k) and the accuracy-vs-k plot.
+
+Both read the `results.json` structure written by `catp_blip2.vqa_eval` (the unpruned entry has method "none").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+UNPRUNED = "none"
+
+
+def _split(results: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str], list[int], dict[tuple[str, int], float]]:
+    """(unpruned entry, method labels in order, k values descending, {(method, k): accuracy})."""
+    unpruned = None
+    methods: list[str] = []
+    ks: set[int] = set()
+    cells: dict[tuple[str, int], float] = {}
+    for entry in results["results"]:
+        if entry["method"] == UNPRUNED:
+            unpruned = entry
+            continue
+        if entry["method"] not in methods:
+            methods.append(entry["method"])
+        ks.add(entry["num_kept_query_tokens"])
+        cells[entry["method"], entry["num_kept_query_tokens"]] = entry["accuracy"]
+    return unpruned, methods, sorted(ks, reverse=True), cells
+
+
+def _dataset_text(dataset: Any) -> str:
+    if isinstance(dataset, dict):
+        text = str(dataset.get("id"))
+        details = [f"{key} {dataset[key]}" for key in ("split", "fraction", "seed", "limit") if dataset.get(key) is not None]
+        return f"{text} ({', '.join(details)})" if details else text
+    return str(dataset)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """VQA accuracy (%) per method (rows) and k (columns), the unpruned model's in every column of its own row."""
+    unpruned, methods, ks, cells = _split(results)
+    total = unpruned["num_kept_query_tokens"] if unpruned else None
+    lines = [
+        f"VQA accuracy (%) of `{results.get('model')}` on {_dataset_text(results.get('dataset'))}, "
+        f"{results.get('num_questions')} questions; k = query tokens kept"
+        + (f" of {total}." if total else "."),
+        "",
+        "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
+        "|---|" + "---:|" * len(ks),
+    ]
+    if unpruned is not None:
+        lines.append(f"| none (unpruned, all {total}) | " + " | ".join(f"{unpruned['accuracy']:.2f}" for _ in ks) + " |")
+    for method in methods:
+        values = [f"{cells[method, k]:.2f}" if (method, k) in cells else "-" for k in ks]
+        lines.append(f"| {method} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict[str, Any], path: str | Path) -> str:
+    text = markdown_table(results)
+    Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
+    """PNG: accuracy against k (log2 axis), one line per method, the unpruned accuracy as a dashed horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, and no GUI backend picked up from the environment
+    import matplotlib.pyplot as plt
+
+    unpruned, methods, ks, cells = _split(results)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    try:
+        for method in methods:
+            points = sorted((k, cells[method, k]) for k in ks if (method, k) in cells)
+            axes.plot([k for k, _ in points], [a for _, a in points], marker="o", label=method)
+        if unpruned is not None:
+            axes.axhline(unpruned["accuracy"], color="black", linestyle="--", linewidth=1, label="unpruned")
+        axes.set_xscale("log", base=2)
+        if ks:
+            axes.set_xticks(sorted(ks))
+            axes.set_xticklabels([str(k) for k in sorted(ks)])
+        axes.set_xlabel("query tokens kept (k)")
+        axes.set_ylabel("VQA accuracy (%)")
+        axes.set_title(f"{results.get('model')}: accuracy vs k ({results.get('num_questions')} questions)", fontsize=10)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8, loc="lower right")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
+
+
+__all__ = ["markdown_table", "plot_accuracy_vs_k", "write_markdown"]

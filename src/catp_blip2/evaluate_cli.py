@@ -1,0 +1,205 @@
+"""`catp-blip2 eval`: VQA accuracy of one BLIP-2 checkpoint, unpruned and under every pruning method x k.
+
+With no arguments it evaluates the embedded tiny model on the embedded synthetic set. For real BLIP-2 on VQAv2 with
+the paper's protocol, see the README section "Evaluation". Runs data parallel under `accelerate launch` (each
+process answers a share of the questions; the main process writes). Outputs are described in
+`catp_blip2.vqa_eval`; the table is also printed to stdout, progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .vqa_eval import DEFAULT_KEEP, DEFAULT_METHODS, DEFAULT_PROMPT
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+EMBEDDED = "embedded"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default=EMBEDDED,
+        help="checkpoint folder or Hub id of a CATP or stock BLIP-2 model; 'embedded' (default): the tiny model "
+        "shipped in catp_blip2.embedded",
+    )
+    model.add_argument("--processor", default=None, help="processor folder or Hub id (default: the model's)")
+    model.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: the checkpoint's)")
+    model.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: accelerate's device for this process)")
+    model.add_argument(
+        "--device-map", default=None, help="transformers device_map for models larger than one device, e.g. 'auto'"
+    )
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        default=EMBEDDED,
+        help="'embedded' (default), a Hub id (lmms-lab/VQAv2), a save_to_disk folder, parquet file(s) or a folder of them",
+    )
+    data.add_argument("--split", default="validation", help="split of a Hub or multi-split dataset (default validation)")
+    data.add_argument("--fraction", type=float, default=None, help="seeded random fraction of the questions (paper: 0.1)")
+    data.add_argument("--seed", type=int, default=42, help="seed of --fraction (paper: 42)")
+    data.add_argument("--limit", type=int, default=None, help="then at most this many questions")
+
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        help="pruning methods, each 'name' or 'name:setting=value,...' (e.g. catp:vote_layers=all,vote_aggregation=soft); "
+        "the unpruned model is always evaluated",
+    )
+    sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values (query tokens kept)")
+
+    generation = parser.add_argument_group("generation (defaults: the paper's protocol)")
+    generation.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt with '{}' for the question")
+    generation.add_argument(
+        "--question-format",
+        default="lavis",
+        choices=("lavis", "raw"),
+        help="lavis (default): lower-case and strip punctuation as the reference code did; raw: as in the dataset",
+    )
+    generation.add_argument("--batch-size", type=int, default=32, help="questions per generate call (per process)")
+    generation.add_argument("--num-beams", type=int, default=5)
+    generation.add_argument("--max-new-tokens", type=int, default=10)
+    generation.add_argument("--min-new-tokens", type=int, default=1)
+    generation.add_argument("--length-penalty", type=float, default=0.0)
+    generation.add_argument(
+        "--newline-eos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also stop at a newline token where the tokenizer has one (the reference code's OPT setting)",
+    )
+
+    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval); reruns resume")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if isinstance(args.batch_size, bool) or args.batch_size < 1:
+        raise ValueError(f"`--batch-size` must be an integer >= 1; got {args.batch_size!r}.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`--out` must be a folder; {str(out)!r} is a file.")
+    if args.dtype not in DTYPES:
+        raise ValueError(f"`--dtype` must be one of {list(DTYPES)}; got {args.dtype!r}.")
+
+
+def load_model_and_processor(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
+    """One model load: `CatpBlip2ForConditionalGeneration` (stock BLIP-2 checkpoints load into it) and its processor."""
+    import torch
+    from transformers import AutoProcessor
+
+    from .modeling_catp import CatpBlip2ForConditionalGeneration
+
+    source: str | Path = args.model
+    if args.model == EMBEDDED:
+        from .embedded import EMBEDDED_MODEL_DIR
+
+        source = EMBEDDED_MODEL_DIR
+        if not (EMBEDDED_MODEL_DIR / "config.json").is_file():
+            raise ValueError(
+                f"`--model` 'embedded': {EMBEDDED_MODEL_DIR} holds no model yet; build it with `catp-blip2 train-synthetic`."
+            )
+    elif Path(args.model).expanduser().exists() and not (Path(args.model).expanduser() / "config.json").is_file():
+        raise ValueError(f"`--model` {args.model!r} is a local path without config.json; give a checkpoint folder or a Hub id.")
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    load_kwargs: dict[str, Any] = {"dtype": dtype}
+    if args.device_map:
+        load_kwargs["device_map"] = args.device_map
+    try:
+        model = CatpBlip2ForConditionalGeneration.from_pretrained(source, **load_kwargs)
+    except OSError as error:
+        raise ValueError(f"`--model` {args.model!r} could not be loaded (folder or reachable Hub id needed): {error}") from error
+    if not args.device_map:
+        model = model.to(device)
+    model.eval()
+    processor_source = args.processor or source
+    try:
+        processor = AutoProcessor.from_pretrained(processor_source)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"`--processor` {str(processor_source)!r} could not be loaded: {error}") from error
+    return model, processor
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .eval_report import plot_accuracy_vs_k, write_markdown
+    from .vqa_data import load_vqa_dataset
+    from .vqa_eval import GenerationSettings, build_sweep, check_prompt, run_sweep
+
+    _check_args(args)
+    prompt = check_prompt(args.prompt)
+    generation = GenerationSettings(
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        length_penalty=args.length_penalty,
+        newline_eos=args.newline_eos,
+    )
+    generation.check()
+    state = PartialState()
+    dataset = load_vqa_dataset(args.dataset, split=args.split, fraction=args.fraction, seed=args.seed, limit=args.limit)
+    device = args.device or state.device
+    model, processor = load_model_and_processor(args, device)
+    configurations = build_sweep(list(args.methods), list(args.keep), model.config)
+
+    dataset_entry = {
+        "id": args.dataset,
+        "split": None if args.dataset == EMBEDDED else args.split,
+        "fraction": args.fraction,
+        "seed": args.seed if args.fraction is not None else None,
+        "limit": args.limit,
+    }
+    question_ids = json.dumps(list(dataset["question_id"]))
+    header = {"model": args.model, "dataset": dataset_entry, "num_questions": len(dataset)}
+    # What a resumed run must share with the stored results (not device, batch size or process count).
+    settings = {
+        "model": args.model,
+        "processor": args.processor,
+        "dataset": dataset_entry,
+        "question_ids_sha1": hashlib.sha1(question_ids.encode()).hexdigest(),
+        "prompt": prompt,
+        "question_format": args.question_format,
+        "generation": asdict(generation),
+        "dtype": args.dtype,
+    }
+    out = Path(args.out)
+    outcome = run_sweep(
+        model,
+        processor,
+        dataset,
+        configurations,
+        out,
+        header,
+        settings,
+        prompt=prompt,
+        question_format=args.question_format,
+        batch_size=args.batch_size,
+        generation=generation,
+        state=state,
+    )
+    if state.is_main_process:
+        results = outcome.results
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        table = write_markdown(results, out / "results.md")
+        plot_accuracy_vs_k(results, out / "accuracy_vs_k.png")
+        skipped = len(configurations) - len(outcome.evaluated)
+        print(table)
+        print(
+            f"[eval] {len(outcome.evaluated)} configuration(s) evaluated, {skipped} already in {out}; wrote "
+            f"{out / 'results.json'}, results.md, accuracy_vs_k.png and predictions/",
+            file=sys.stderr,
+        )
+    state.wait_for_everyone()
+    return 0
+
+
+__all__ = ["add_arguments", "load_model_and_processor", "run"]
