@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import platform
 import re
 import sys
@@ -397,6 +398,7 @@ def command_line(settings: BenchSettings) -> list[str]:
 
 def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dict[str, Any]:
     """Build the model, time every configuration at every batch size, and return the `bench.json` content."""
+    load_before = _load_average()
     log(f"building {settings.model!r} ({str(settings.dtype).replace('torch.', '')}, {settings.device})")
     built = time.perf_counter()
     model = load_bench_model(settings.model, settings.dtype, settings.device, seed=settings.seed)
@@ -480,6 +482,8 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         "batch_sizes": list(settings.batch_sizes),
         "seed": settings.seed,
         "memory_measure": memory.method,
+        # 1-minute load average before and after: above the thread count means other work shared the machine.
+        "load_average_1min": {"start": load_before, "end": _load_average()},
         "timing": (
             "medians over repeats with quartiles (q1, q3) and min/max; stages from forward hooks on the shared "
             "modules" + (" with torch.cuda.synchronize at every mark" if settings.device.type == "cuda" else "")
@@ -619,6 +623,13 @@ def _architecture(model: CatpBlip2ForConditionalGeneration) -> dict[str, Any]:
             for name in ("vision_model", "qformer", "language_projection", "language_model")
         },
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _device_name(device: torch.device) -> str:

@@ -62,6 +62,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- {report['warmup']} warm-up and {report['repeats']} timed runs per configuration and batch size, "
         "interleaved; medians, IQR in brackets",
         f"- memory: {report['memory_measure']}; (+run) = peak above the resident size at the start of the run",
+        f"- 1-minute load average at start / end: {report['load_average_1min']['start']} / "
+        f"{report['load_average_1min']['end']} ({report['threads']} threads; higher means other work shared the CPU)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
     ]
     if report.get("command"):
