@@ -15,6 +15,7 @@ over LAVIS's own copy of the annotations. `limit` then keeps the first `limit` r
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def _load_source(source: str, split: str) -> Any:
         # file name; any other names form a single split, taken whatever `split` says.
         return _pick_split(datasets.load_dataset(str(path)), split, source)
     if path.is_file() or any(ch in source for ch in "*?["):
-        files = sorted(str(p) for p in Path().glob(source)) if not path.is_file() else [str(path)]
+        files = [str(path)] if path.is_file() else sorted(glob.glob(str(path)))
         if not files or not all(f.endswith(".parquet") for f in files):
             raise ValueError(
                 f"`dataset` {source!r} must be parquet file(s) (*.parquet), a folder, a Hub id or {EMBEDDED!r}; "

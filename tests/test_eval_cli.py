@@ -1,0 +1,212 @@
+"""`catp-blip2 eval` end to end on a tiny saved model and a local lmms-lab/VQAv2 stand-in: outputs, resume after a
+kill, refusal to mix runs, the same results under `accelerate launch` with 2 CPU processes, and argument errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from vqa_standin import standin_dataset
+
+from catp_blip2.cli import main
+from catp_blip2.configuration_catp import CatpConfig
+from catp_blip2.eval_report import markdown_table
+from catp_blip2.tiny import tiny_blip2_config, tiny_model, tiny_processor
+from catp_blip2.vqa_eval import STOP_AFTER_ENV, build_sweep, lavis_question, parse_method_item
+
+# Small and fast, but every part of the protocol (beam search, several methods and k, batching, resume).
+FAST = ["--methods", "catp", "l2", "--keep", "8", "2", "--num-beams", "2", "--max-new-tokens", "2", "--batch-size", "4"]
+NUM_CONFIGURATIONS = 5  # unpruned + 2 methods x 2 k
+QUESTIONS = 8
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A saved tiny CATP model + processor, and the stand-in as a save_to_disk folder and as parquet."""
+    root = tmp_path_factory.mktemp("eval_assets")
+    model = tiny_model("opt", seed=0)
+    model.save_pretrained(str(root / "model"))
+    tiny_processor().save_pretrained(str(root / "model"))
+    data = standin_dataset(QUESTIONS)
+    data.save_to_disk(str(root / "disk"))
+    data.to_parquet(str(root / "data.parquet"))
+    return root
+
+
+def _eval(assets: Path, out: Path, *extra: str, dataset: str = "disk") -> int:
+    return main(["eval", "--model", str(assets / "model"), "--dataset", str(assets / dataset), "--out", str(out), *FAST, *extra])
+
+
+def _without_timing(results: dict) -> list[dict]:
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in results["results"]]
+
+
+def _predictions(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((out / "predictions").glob("*.jsonl"))}
+
+
+@pytest.fixture(scope="module")
+def baseline(assets, tmp_path_factory):
+    """One uninterrupted single-process run, the reference for the other runs."""
+    out = tmp_path_factory.mktemp("eval_baseline") / "out"
+    assert _eval(assets, out) == 0
+    return out
+
+
+def test_outputs(baseline, assets, capsys):
+    results = json.loads((baseline / "results.json").read_text())
+    assert results["model"] == str(assets / "model")
+    assert results["dataset"]["id"] == str(assets / "disk") and results["dataset"]["split"] == "validation"
+    assert results["num_questions"] == QUESTIONS
+    entries = results["results"]
+    assert [(e["method"], e["num_kept_query_tokens"]) for e in entries] == [
+        ("none", 32), ("catp", 8), ("catp", 2), ("l2", 8), ("l2", 2)
+    ]
+    for entry in entries:
+        assert {"method", "pruning_settings", "num_kept_query_tokens", "accuracy", "accuracy_by_answer_type",
+                "accuracy_by_question_type", "relative_to_unpruned", "seconds"} <= set(entry)
+        assert 0 <= entry["accuracy"] <= 100
+        assert set(entry["accuracy_by_answer_type"]) == {"number", "other", "yes/no"}
+        assert len(entry["accuracy_by_question_type"]) == 4
+        lines = [json.loads(line) for line in (baseline / entry["predictions_file"]).read_text().splitlines()]
+        assert [line["question_id"] for line in lines] == list(range(1000, 1000 + QUESTIONS))
+        assert {"question_id", "question", "prediction", "answers", "accuracy"} <= set(lines[0])
+        assert entry["accuracy"] == pytest.approx(sum(line["accuracy"] for line in lines) / QUESTIONS)
+    assert entries[0]["pruning_settings"]["pruning_method"] == "none"
+    assert entries[1]["pruning_settings"]["vote_layers"] == "first"
+    unpruned = entries[0]["accuracy"]
+    for entry in entries:
+        assert entry["relative_to_unpruned"] == (pytest.approx(entry["accuracy"] / unpruned) if unpruned else None)
+    assert (baseline / "accuracy_vs_k.png").read_bytes()[:4] == b"\x89PNG"
+    table = (baseline / "results.md").read_text()
+    assert "| method | k=8 | k=2 |" in table and "| catp |" in table and "| none (unpruned, all 32) |" in table
+    # The model card reads these results (catp-blip2 export --results).
+    from catp_blip2.model_card import load_results
+
+    assert load_results(baseline / "results.json")["results"][1]["method"] == "catp"
+
+
+def test_parquet_copy_gives_the_same_results(baseline, assets, tmp_path, capsys):
+    assert _eval(assets, tmp_path / "out", dataset="data.parquet") == 0
+    assert "| catp |" in capsys.readouterr().out  # the table is printed
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert _without_timing(results) == _without_timing(json.loads((baseline / "results.json").read_text()))
+    assert _predictions(tmp_path / "out") == _predictions(baseline)
+
+
+def test_killed_run_resumes_to_identical_results(baseline, assets, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    monkeypatch.setenv(STOP_AFTER_ENV, "2")
+    with pytest.raises(RuntimeError, match="test hook"):
+        _eval(assets, out)
+    partial = json.loads((out / "results.json").read_text())
+    assert len(partial["results"]) == 2 and len(_predictions(out)) == 2  # nothing finished is lost
+    monkeypatch.delenv(STOP_AFTER_ENV)
+    capsys.readouterr()
+    assert _eval(assets, out) == 0
+    assert "3 configuration(s) evaluated, 2 already in" in capsys.readouterr().err
+    assert _without_timing(json.loads((out / "results.json").read_text())) == _without_timing(
+        json.loads((baseline / "results.json").read_text())
+    )
+    assert _predictions(out) == _predictions(baseline)
+    # A rerun with everything done evaluates nothing, and an extended sweep only runs what is new.
+    assert _eval(assets, out) == 0
+    assert "0 configuration(s) evaluated, 5 already in" in capsys.readouterr().err
+    assert main(["eval", "--model", str(assets / "model"), "--dataset", str(assets / "disk"), "--out", str(out),
+                 *FAST[:2], "l2", "position", *FAST[3:]]) == 0
+    assert "2 configuration(s) evaluated" in capsys.readouterr().err
+    methods = [e["method"] for e in json.loads((out / "results.json").read_text())["results"]]
+    assert methods == ["none", "catp", "catp", "l2", "l2", "position", "position"]
+
+
+def test_rerun_with_other_settings_is_refused(baseline, assets):
+    with pytest.raises(ValueError, match=r"other settings \(generation: .*use another --out"):
+        _eval(assets, baseline, "--max-new-tokens", "3")
+    with pytest.raises(ValueError, match=r"other settings \(.*prompt"):
+        _eval(assets, baseline, "--prompt", "Q: {} A:")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_accelerate_two_cpu_processes_match_one(baseline, assets, tmp_path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "catp_blip2.cli", "eval", "--model", str(assets / "model"), "--dataset", str(assets / "disk"),
+        "--out", str(out), *FAST,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop(STOP_AFTER_ENV, None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| catp |") == 1  # only the main process prints the table
+    assert _without_timing(json.loads((out / "results.json").read_text())) == _without_timing(
+        json.loads((baseline / "results.json").read_text())
+    )
+    assert _predictions(out) == _predictions(baseline)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "catp:vote_layers=middle"], r"`--methods` item 'catp:vote_layers=middle': `vote_layers` must be"),
+        (["--methods", "topk"], r"`--methods` item 'topk': method 'topk' is not one of"),
+        (["--methods", "none"], "always evaluated"),
+        (["--methods", "catp:num_kept_query_tokens=4"], "not a pruning setting that can be swept"),
+        (["--methods", "catp:vote_layers"], "setting=value"),
+        (["--methods", "catp", "catp:vote_layers=first"], "are the same configuration"),
+        (["--keep", "33"], r"`--keep` values must be integers in 1\.\.32"),
+        (["--keep", "4", "4"], "distinct"),
+        (["--prompt", "no placeholder"], "exactly one '{}'"),
+        (["--min-new-tokens", "5", "--max-new-tokens", "2"], "`--min-new-tokens`"),
+        (["--batch-size", "0"], "`--batch-size`"),
+        (["--model", "/nonexistent/model/dir"], "`--model`"),
+    ],
+)
+def test_argument_errors(assets, tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        _eval(assets, tmp_path / "out", *extra)
+
+
+def test_method_items_parse_to_full_settings():
+    config = CatpConfig.from_blip2_config(tiny_blip2_config())
+    settings = parse_method_item("catp:vote_layers=all,vote_aggregation=soft", config)
+    assert settings == {"pruning_method": "catp", "vote_layers": "all", "vote_layer_weights": None,
+                        "image_token_weighting": "none", "vote_aggregation": "soft", "pruning_seed": 0}
+    assert parse_method_item("catp:vote_layers=[0,1],vote_layer_weights=[1,0.5]", config)["vote_layers"] == [0, 1]
+    assert parse_method_item("random:pruning_seed=3", config)["pruning_seed"] == 3
+    sweep = build_sweep(["catp", "l2"], [16, 4], config)
+    assert [(c.method, c.num_kept_query_tokens) for c in sweep] == [("none", 32), ("catp", 16), ("catp", 4), ("l2", 16), ("l2", 4)]
+    assert len({c.file_stem for c in sweep}) == len(sweep)
+
+
+def test_lavis_question_format():
+    assert lavis_question("What is the man's (left) hand holding?") == "what is the man's left hand holding?"
+    assert lavis_question("Is it 3.5 m:  tall!") == "is it 35 m tall"
+
+
+def test_markdown_table_layout():
+    results = {
+        "model": "m", "dataset": {"id": "d", "split": "validation"}, "num_questions": 3,
+        "results": [
+            {"method": "none", "num_kept_query_tokens": 32, "accuracy": 50.0},
+            {"method": "catp", "num_kept_query_tokens": 16, "accuracy": 40.0},
+            {"method": "catp", "num_kept_query_tokens": 4, "accuracy": 20.0},
+            {"method": "l2", "num_kept_query_tokens": 16, "accuracy": 30.0},
+        ],
+    }
+    table = markdown_table(results)
+    assert "| method | k=16 | k=4 |" in table
+    assert "| none (unpruned, all 32) | 50.00 | 50.00 |" in table
+    assert "| catp | 40.00 | 20.00 |" in table
+    assert "| l2 | 30.00 | - |" in table
