@@ -321,10 +321,12 @@ def generate_answers(
 
     answers: list[str] = []
     device = model.device
+    # The vision encoder's dtype, not model.dtype: the Q-Former and query tokens stay float32 in half-precision loads.
+    pixel_dtype = next(model.vision_model.parameters()).dtype
     for batch in tqdm(inputs.batches, desc="batches", unit="batch", leave=False, disable=not progress, file=sys.stderr):
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+            batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
         with torch.inference_mode():
             out = model.generate(**batch, **generate_kwargs)
         # Decoder-only: the sequences start with our own prompt (the core's contract), whatever k is.
