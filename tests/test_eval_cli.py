@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from vqa_standin import standin_dataset
 
+from catp_blip2 import vqa_eval
 from catp_blip2.cli import main
 from catp_blip2.configuration_catp import CatpConfig
 from catp_blip2.eval_report import markdown_table
@@ -97,6 +98,13 @@ def test_parquet_copy_gives_the_same_results(baseline, assets, tmp_path, capsys)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert _without_timing(results) == _without_timing(json.loads((baseline / "results.json").read_text()))
     assert _predictions(tmp_path / "out") == _predictions(baseline)
+
+
+def test_uncached_batches_give_the_same_results(baseline, assets, tmp_path, monkeypatch):
+    # Too large to keep: every configuration processes its batches again (real VQAv2 at 224 px).
+    monkeypatch.setattr(vqa_eval, "CACHE_LIMIT_BYTES", 0)
+    assert _eval(assets, tmp_path / "out", "--methods", "catp", "--keep", "8") == 0
+    assert _predictions(tmp_path / "out") == {k: v for k, v in _predictions(baseline).items() if k.startswith(("none", "catp__k8"))}
 
 
 def test_killed_run_resumes_to_identical_results(baseline, assets, tmp_path, monkeypatch, capsys):

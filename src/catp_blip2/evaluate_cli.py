@@ -166,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from .eval_report import plot_accuracy_vs_k, write_markdown
     from .vqa_data import load_vqa_dataset
-    from .vqa_eval import GenerationSettings, build_sweep, check_prompt, run_sweep
+    from .vqa_eval import GenerationSettings, build_sweep, check_prompt, run_sweep, write_atomic
 
     _check_args(args)
     prompt = check_prompt(args.prompt)
@@ -222,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if state.is_main_process:
         results = outcome.results
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
         table = write_markdown(results, out / "results.md")
         plot_accuracy_vs_k(results, out / "accuracy_vs_k.png")
         skipped = len(configurations) - len(outcome.evaluated)

@@ -2,7 +2,7 @@
 parallel under `accelerate launch`.
 
 Flow: `build_sweep` turns the method items and k values into `Configuration`s (the unpruned one first);
-`run_sweep` preprocesses this process's share of the questions once, then for every configuration not yet in the
+`run_sweep` preprocesses this process's share of the questions (once, when it fits in memory), then for every configuration not yet in the
 output folder sets `model.config` (pruning settings are read at call time: no reload), generates, gathers the
 answers on the main process, scores them with `catp_blip2.vqa_metric`, and writes the predictions file and the
 results entry atomically before the next configuration starts.
@@ -221,12 +221,78 @@ def check_prompt(prompt: str) -> str:
     return prompt
 
 
-@dataclass
-class EvalInputs:
-    """This process's share of the questions, preprocessed once and reused by every configuration."""
+# Processed batches are kept for reuse by every configuration up to this size (the embedded set: ~8 MB); beyond it
+# (VQAv2's 10% sample at 224 px is ~13 GB of pixel values) each configuration processes its batches again.
+CACHE_LIMIT_BYTES = 2 * 1024**3
 
-    indices: list[int]
-    batches: list[dict[str, torch.Tensor]]
+
+class EvalInputs:
+    """This process's share of the questions as processor batches: computed once and cached when they fit in
+    `CACHE_LIMIT_BYTES`, else recomputed on every pass. Iterating yields the batches in question order."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        indices: list[int],
+        processor: Any,
+        prompt: str,
+        question_format: str,
+        batch_size: int,
+        num_query_tokens: int,
+        image_token_id: int | None,
+    ) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.processor = processor
+        self.prompt = prompt
+        self.formatter = QUESTION_FORMATS[question_format]
+        self.batch_size = batch_size
+        self.num_query_tokens = num_query_tokens
+        self.image_token_id = image_token_id
+        self.starts = list(range(0, len(self.indices), batch_size))
+        self.cache: list[dict[str, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def make_batch(self, start: int) -> dict[str, torch.Tensor]:
+        """Processor output (pixel values, prompt ids, attention mask) of the batch beginning at `start`."""
+        chunk = self.indices[start : start + self.batch_size]
+        contiguous = chunk == list(range(chunk[0], chunk[-1] + 1))
+        rows = self.dataset[chunk[0] : chunk[-1] + 1] if contiguous else self.dataset.select(chunk)[:]
+        images = [image.convert("RGB") for image in rows["image"]]  # VQAv2 holds some greyscale images
+        texts = [self.prompt.format(self.formatter(q)) for q in rows["question"]]
+        batch = dict(self.processor(images=images, text=texts, return_tensors="pt", padding=True))
+        if self.image_token_id is not None:
+            placeholders = (batch["input_ids"] == self.image_token_id).sum(dim=1)
+            if not bool((placeholders == self.num_query_tokens).all()):
+                raise ValueError(
+                    f"The processor put {placeholders.tolist()} image placeholder tokens in the prompts; the model needs "
+                    f"{self.num_query_tokens} (num_query_tokens). Load a processor saved with `num_query_tokens` set "
+                    "(`--processor`)."
+                )
+        return batch
+
+    def prepare(self, progress: bool = False) -> None:
+        """Fill the cache when the whole share fits (judged from the first batch's size)."""
+        from tqdm.auto import tqdm
+
+        if not self.starts:
+            self.cache = []
+            return
+        first = self.make_batch(self.starts[0])
+        size = sum(t.numel() * t.element_size() for t in first.values() if isinstance(t, torch.Tensor))
+        if size * len(self.starts) > CACHE_LIMIT_BYTES:
+            return
+        rest = tqdm(self.starts[1:], desc="preprocess", unit="batch", leave=False, disable=not progress, file=sys.stderr)
+        self.cache = [first] + [self.make_batch(start) for start in rest]
+
+    def __iter__(self):
+        if self.cache is not None:
+            yield from self.cache
+        else:
+            for start in self.starts:
+                yield self.make_batch(start)
 
 
 def preprocess(
@@ -241,30 +307,12 @@ def preprocess(
     image_token_id: int | None,
     progress: bool = False,
 ) -> EvalInputs:
-    """Processor outputs (pixel values, prompt ids, attention mask) of `indices` in batches of `batch_size`."""
-    from tqdm.auto import tqdm
-
+    """The batches of `indices` (see `EvalInputs`), with the tokenizer padding on the side the model needs."""
     # Decoder-only language models continue the prompt, so the padding must be on the left.
     processor.tokenizer.padding_side = "left" if decoder_only else "right"
-    formatter = QUESTION_FORMATS[question_format]
-    batches = []
-    starts = range(0, len(indices), batch_size)
-    for start in tqdm(starts, desc="preprocess", unit="batch", leave=False, disable=not progress, file=sys.stderr):
-        chunk = indices[start : start + batch_size]
-        rows = dataset[chunk[0] : chunk[-1] + 1] if chunk == list(range(chunk[0], chunk[-1] + 1)) else dataset.select(chunk)[:]
-        images = [image.convert("RGB") for image in rows["image"]]  # VQAv2 holds some greyscale images
-        texts = [prompt.format(formatter(q)) for q in rows["question"]]
-        batch = processor(images=images, text=texts, return_tensors="pt", padding=True)
-        if image_token_id is not None:
-            placeholders = (batch["input_ids"] == image_token_id).sum(dim=1)
-            if not bool((placeholders == num_query_tokens).all()):
-                raise ValueError(
-                    f"The processor put {placeholders.tolist()} image placeholder tokens in the prompts; the model needs "
-                    f"{num_query_tokens} (num_query_tokens). Load a processor saved with `num_query_tokens` set "
-                    "(`--processor`)."
-                )
-        batches.append(dict(batch))
-    return EvalInputs(indices=list(indices), batches=batches)
+    inputs = EvalInputs(dataset, indices, processor, prompt, question_format, batch_size, num_query_tokens, image_token_id)
+    inputs.prepare(progress)
+    return inputs
 
 
 # ---- generation --------------------------------------------------------------------------------------------------
@@ -323,7 +371,8 @@ def generate_answers(
     device = model.device
     # The vision encoder's dtype, not model.dtype: the Q-Former and query tokens stay float32 in half-precision loads.
     pixel_dtype = next(model.vision_model.parameters()).dtype
-    for batch in tqdm(inputs.batches, desc="batches", unit="batch", leave=False, disable=not progress, file=sys.stderr):
+    batches = tqdm(inputs, total=len(inputs), desc="batches", unit="batch", leave=False, disable=not progress, file=sys.stderr)
+    for batch in batches:
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
@@ -338,7 +387,7 @@ def generate_answers(
 # ---- results -----------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and os.replace, so a killed run leaves the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
@@ -506,10 +555,10 @@ def run_sweep(
             entry["seconds"] = round(time.perf_counter() - started, 3)
             entry["predictions_file"] = f"{PREDICTIONS_DIR}/{configuration.file_stem}.jsonl"
             # Predictions first, then the entry that points at them: a kill in between only costs a rerun of this one.
-            _write_atomic(out / entry["predictions_file"], "".join(json.dumps(line) + "\n" for line in lines))
+            write_atomic(out / entry["predictions_file"], "".join(json.dumps(line) + "\n" for line in lines))
             finished[configuration.key] = entry
             results["results"] = collect()
-            _write_atomic(out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+            write_atomic(out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         outcome.evaluated.append(configuration.file_stem)
         state.wait_for_everyone()
         if stop_after and done >= stop_after:
@@ -529,6 +578,7 @@ __all__ = [
     "build_sweep",
     "check_compatible",
     "check_prompt",
+    "write_atomic",
     "generate_answers",
     "lavis_question",
     "parse_method_item",
