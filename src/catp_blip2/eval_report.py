@@ -85,7 +85,7 @@ def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
         axes.set_ylabel("VQA accuracy (%)")
         axes.set_title(f"{results.get('model')}: accuracy vs k ({results.get('num_questions')} questions)", fontsize=10)
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8, loc="lower right")
+        axes.legend(fontsize=8, loc="best")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
     finally:
