@@ -179,6 +179,7 @@ def test_accelerate_two_cpu_processes_match_one(baseline, assets, tmp_path):
         (["--min-new-tokens", "5", "--max-new-tokens", "2"], "`--min-new-tokens`"),
         (["--batch-size", "0"], "`--batch-size`"),
         (["--model", "/nonexistent/model/dir"], "`--model`"),
+        (["--device", "gpu0"], "`--device` must be a torch device"),
     ],
 )
 def test_argument_errors(assets, tmp_path, extra, message):

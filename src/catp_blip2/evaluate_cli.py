@@ -93,6 +93,15 @@ def _check_args(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`--out` must be a folder; {str(out)!r} is a file.")
+    if args.device is not None:
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as error:
+            raise ValueError(f"`--device` must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {args.device!r}.") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"`--device` {args.device!r}: CUDA is not available on this machine; use 'cpu'.")
     if args.dtype not in DTYPES:
         raise ValueError(f"`--dtype` must be one of {list(DTYPES)}; got {args.dtype!r}.")
 
