@@ -49,6 +49,10 @@ def embedded_config(vocab_size: int) -> CatpConfig:
         "opt", vocab_size=vocab_size, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64,
         qformer_layers=4, cross_attention_frequency=2, text_layers=2,
     )
+    # No dropout: every step sees fresh scenes, so there is nothing to overfit, and dropout only slows learning.
+    blip2.vision_config.attention_dropout = 0.0
+    blip2.qformer_config.hidden_dropout_prob = blip2.qformer_config.attention_probs_dropout_prob = 0.0
+    blip2.text_config.dropout = blip2.text_config.attention_dropout = 0.0
     return CatpConfig.from_blip2_config(blip2, pruning_method="catp")
 
 
