@@ -233,9 +233,6 @@ def test_flan_t5_variant_default_license_no_results(tmp_path):
 
 def test_embedded_variant_loads_without_catp_blip2(tmp_path):
     """The "done when" of the issue: the embedded tiny variant, exported, answers through the VQA pipeline."""
-    embedded = pytest.importorskip("catp_blip2.embedded", reason="catp_blip2.embedded (the embedded tiny model) not merged yet")
-    if not Path(embedded.EMBEDDED_MODEL_DIR).is_dir():
-        pytest.skip(f"the embedded model folder {embedded.EMBEDDED_MODEL_DIR} is not there yet")
     out = tmp_path / "tiny-k8"
     assert main(["export", "--variant", str(CONFIGS / "tiny-embedded-catp-k8.json"), "--out", str(out)]) == 0
     card = ModelCard.load(out / "README.md")

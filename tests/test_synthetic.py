@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from transformers import AutoModel, Blip2Processor
 from catp_blip2 import CatpBlip2ForConditionalGeneration
 from catp_blip2 import train_synthetic
 from catp_blip2.cli import main
+from catp_blip2.embedded import EMBEDDED_MODEL_DIR
 from catp_blip2.synthetic import (
     COLORS,
     SceneObject,
@@ -116,7 +119,8 @@ def test_train_synthetic_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 @pytest.mark.parametrize(
     "flag, value, match",
-    [("--steps", "0", "--steps"), ("--keep-all-prob", "1.5", "--keep-all-prob"), ("--lr", "-1", "--lr")],
+    [("--steps", "0", "--steps"), ("--keep-all-prob", "1.5", "--keep-all-prob"), ("--lr", "-1", "--lr"),
+     ("--min-keep", "0", "--min-keep"), ("--min-keep", "32", "--min-keep")],
 )
 def test_train_synthetic_rejects_bad_settings(tmp_path, flag, value, match):
     with pytest.raises(ValueError, match=match):
@@ -126,3 +130,22 @@ def test_train_synthetic_rejects_bad_settings(tmp_path, flag, value, match):
 def test_make_synthetic_vqa_rejects_no_images():
     with pytest.raises(ValueError, match="num_images"):
         make_synthetic_vqa(0, seed=0)
+
+
+def test_embedded_model_is_shipped_and_loads_through_auto_classes():
+    assert (EMBEDDED_MODEL_DIR / "model.safetensors").is_file()
+    assert (EMBEDDED_MODEL_DIR / "model.safetensors").stat().st_size < 10 * 2**20  # "a few MB"
+    model = AutoModel.from_pretrained(EMBEDDED_MODEL_DIR)
+    assert isinstance(model, CatpBlip2ForConditionalGeneration)
+    assert model.config.num_query_tokens == 32
+
+
+def test_embedded_model_answers_and_degrades_when_pruned_hard(tmp_path):
+    """Through the CLI on the embedded eval set: far above chance unpruned (chance is about 40%: yes/no 50%,
+    three-way 33%, colours 25-50%), and worse when the language model sees only 2 of the 32 query tokens."""
+    out = tmp_path / "eval"
+    assert main(["eval", "--methods", "catp", "random", "--keep", "2", "--limit", "90", "--out", str(out)]) == 0
+    results = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert results["none"]["accuracy"] >= 65.0
+    assert results["random"]["accuracy"] < results["none"]["accuracy"]
+    assert results["catp"]["accuracy"] < results["none"]["accuracy"]

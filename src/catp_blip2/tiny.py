@@ -76,6 +76,9 @@ def tiny_blip2_config(
         num_attention_heads=heads,
         image_size=image_size,
         patch_size=patch_size,
+        # Stock default is 1e-10 (right for loading pretrained weights, wrong for a model built from scratch): a
+        # ViT that small maps every image to the same features, so nothing downstream can depend on the image.
+        initializer_range=0.02,
     )
     qformer = Blip2QFormerConfig(
         hidden_size=hidden_size,

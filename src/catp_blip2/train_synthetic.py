@@ -1,6 +1,6 @@
 """`catp-blip2 train-synthetic`: train the embedded tiny BLIP-2 on the synthetic shapes task, reproducibly, on a CPU.
 
-    catp-blip2 train-synthetic --out runs/train-synthetic            # ~20 min on 2 cores with the defaults
+    catp-blip2 train-synthetic --out runs/train-synthetic            # ~19 min on 1 core with the defaults
     catp-blip2 train-synthetic --out runs/train-synthetic --steps 50  # a quick smoke run
 
 The run is a pure function of `--seed`: step s draws its scenes from `numpy.random.default_rng([seed, s])`, so
@@ -9,10 +9,16 @@ the same weights as an uninterrupted one. The trained model and its processor ar
 (`save_pretrained`), which is what ships as `catp_blip2/embedded/tiny-vqa`.
 
 Query-token dropout: on a fraction `1 - --keep-all-prob` of the steps the language model sees only a random
-subset of k < 32 query tokens (k uniform, subset drawn per sample, order kept). A large pretrained language model
-tolerates a shorter soft prompt; a 2-layer one trained only on 32 tokens does not, and then every pruning method
-collapses to chance at any k < 32 and nothing can be compared. The dropout makes the tiny model tolerate shorter
-prompts without telling it which tokens matter: the selection is still up to the pruning method.
+subset of k query tokens, k uniform in [`--min-keep`, 31] (subset drawn per sample, order kept). A large pretrained
+language model tolerates a shorter soft prompt; a 2-layer one trained only on 32 tokens does not, and then every
+pruning method collapses to chance at any k < 32 and nothing can be compared. The dropout makes the tiny model
+tolerate shorter prompts without telling it which tokens matter: the selection is still up to the pruning method.
+The floor matters: trained down to k = 1, every query token learns to carry the whole scene and any 2 tokens
+answer 90% of the questions (the 32 tokens no longer matter); with a floor of 16, k < 16 is as unfamiliar to the
+language model as any k < 32 is to BLIP-2's OPT, and accuracy falls as tokens are pruned.
+
+Two more departures from a stock random start make the model learn in minutes (see `build_model` and `PatchProbe`):
+queries that start out attending to single grid cells, and a throw-away patch-classification head on the ViT.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ from tqdm.auto import tqdm
 
 from .configuration_catp import CatpConfig
 from .modeling_catp import CatpBlip2ForConditionalGeneration
-from .synthetic import QUESTIONS_PER_IMAGE, VOCABULARY, draw_scene, questions_for_scene, random_scene
+from .synthetic import COLORS, GRID, QUESTIONS_PER_IMAGE, SHAPES, VOCABULARY, draw_scene, questions_for_scene, random_scene
 from .tiny import tiny_blip2_config, tiny_processor, tiny_tokenizer
 
 PROMPT = "Question: {} Short answer:"
-IMAGE_SIZE, PATCH_SIZE = 48, 8
+IMAGE_SIZE, PATCH_SIZE = 48, 16  # one patch per cell of the scenes' 3x3 grid
+POSITION_SCALE, CROSS_ATTENTION_SCALE = 3.0, 2.0  # see build_model
+PROBE_SPLITS = (1 + len(COLORS), 1 + len(SHAPES), GRID, GRID)  # colour / shape (0 = empty cell), row, column
+PROBE_CLASSES = sum(PROBE_SPLITS)
 
 
 def embedded_processor():
@@ -43,7 +52,7 @@ def embedded_processor():
 
 
 def embedded_config(vocab_size: int) -> CatpConfig:
-    """BLIP-2 structure in miniature: 2-layer ViT (6x6 patches), 4-layer Q-Former with 2 cross-attention layers,
+    """BLIP-2 structure in miniature: 2-layer ViT (3x3 patches of 16 px), 4-layer Q-Former with 2 cross-attention layers,
     32 query tokens, 2-layer OPT."""
     blip2 = tiny_blip2_config(
         "opt", vocab_size=vocab_size, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64,
@@ -56,39 +65,70 @@ def embedded_config(vocab_size: int) -> CatpConfig:
     return CatpConfig.from_blip2_config(blip2, pruning_method="catp")
 
 
-def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
-    """(1 + grid*grid, dim) fixed 2-D sin-cos embedding (a zero row for CLS): where a patch is, from step 0.
-
-    Learned position embeddings start as noise and a tiny ViT trained for minutes never untangles them, so
-    "where is the red object" stays at chance; a sin-cos start makes position readable at once.
-    """
-    quarter = dim // 4
-    freqs = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
-    parts = [torch.sin(ys.flatten()[:, None] * freqs), torch.cos(ys.flatten()[:, None] * freqs),
-             torch.sin(xs.flatten()[:, None] * freqs), torch.cos(xs.flatten()[:, None] * freqs)]
-    table = torch.cat(parts, dim=1)
-    return torch.cat([torch.zeros(1, dim), table], dim=0)
-
-
 def build_model(processor, seed: int) -> CatpBlip2ForConditionalGeneration:
+    """A freshly initialised embedded model whose query tokens start out looking at single grid cells.
+
+    Trained from a stock random start, the Q-Former's queries attend to every patch alike, each query token carries
+    a blend of the whole scene, and what is where (which colour goes with which shape, which column) is lost: in
+    minutes of CPU training the model never gets past answering from the question alone. So the start is spatial,
+    like the anchor queries of DETR: the position embeddings of the 9 patches (one per grid cell) are orthogonal,
+    query j starts on the direction of cell j mod 9, and the first cross-attention layer's query and key
+    projections start as scaled identities, so query j first attends mostly to cell j mod 9. Everything stays
+    trainable; only the starting point differs, and the result is a stock BLIP-2 checkpoint.
+    """
     torch.manual_seed(seed)
     model = CatpBlip2ForConditionalGeneration(embedded_config(len(processor.tokenizer)))
+    generator = torch.Generator().manual_seed(seed)
+    hidden = model.config.vision_config.hidden_size
     with torch.no_grad():
-        model.query_tokens.normal_(std=0.5)  # distinct queries from the start (stock BLIP-2 starts them at 0)
-        grid = IMAGE_SIZE // PATCH_SIZE
-        model.vision_model.embeddings.position_embedding.copy_(
-            sincos_position_embedding(grid, model.config.vision_config.hidden_size)[None]
-        )
+        directions, _ = torch.linalg.qr(torch.randn(hidden, hidden, generator=generator))  # orthonormal rows
+        num_positions = model.vision_model.embeddings.position_embedding.shape[1]  # CLS + one patch per cell
+        model.vision_model.embeddings.position_embedding.copy_(POSITION_SCALE * directions[None, :num_positions])
+        cells = torch.arange(model.config.num_query_tokens) % (num_positions - 1)
+        noise = 0.1 * torch.randn(model.config.num_query_tokens, hidden, generator=generator)
+        model.query_tokens.copy_((directions[1 + cells] + noise)[None])  # distinct queries, even on one cell
+        first_cross = model.qformer.encoder.layer[0].crossattention.attention
+        for projection in (first_cross.query, first_cross.key):
+            projection.weight.copy_(CROSS_ATTENTION_SCALE * torch.eye(hidden))
+            projection.bias.zero_()
     return model
 
 
+class PatchProbe(nn.Module):
+    """Stand-in for vision pre-training: predicts each patch's colour, shape, row and column from the ViT output.
+
+    BLIP-2's ViT comes pre-trained; ours starts from noise, and learning to see only through the answers is slow.
+    This linear head adds a supervised loss on the patches (the task's generator knows what each cell holds) and is
+    thrown away after training: it is not part of the saved model.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.head = nn.Linear(hidden_size, PROBE_CLASSES)
+
+    def loss(self, patch_states: torch.Tensor, cell_labels: torch.Tensor) -> torch.Tensor:
+        """patch_states (I, 9, D) without CLS; cell_labels (I, 9, 4) long: colour, shape (0 = empty), row, column."""
+        logits = self.head(patch_states).split(PROBE_SPLITS, dim=-1)
+        return sum(
+            nn.functional.cross_entropy(part.flatten(0, 1), cell_labels[..., i].flatten()) for i, part in enumerate(logits)
+        )
+
+
 def make_batch(processor, seed: int, step: int, images_per_step: int) -> dict[str, torch.Tensor]:
-    """Scenes of one step: pixel_values (I, 3, 48, 48); text_ids/text_mask/labels (I*3, T), right-padded."""
+    """Scenes of one step: pixel_values (I, 3, 48, 48); text_ids/text_mask/labels (I*3, T), right-padded;
+    cell_labels (I, 9, 4): each grid cell's colour and shape (0 = empty, else 1 + index), row and column."""
     rng = np.random.default_rng([seed, step])
     images, prompts, answers = [], [], []
-    for _ in range(images_per_step):
+    cell_labels = torch.zeros(images_per_step, GRID * GRID, 4, dtype=torch.long)
+    cell_labels[..., 2] = torch.arange(GRID * GRID) // GRID
+    cell_labels[..., 3] = torch.arange(GRID * GRID) % GRID
+    colors = list(COLORS)
+    for index in range(images_per_step):
         objects = random_scene(rng)
+        for obj in objects:
+            cell_labels[index, obj.row * GRID + obj.column, :2] = torch.tensor(
+                [1 + colors.index(obj.color), 1 + SHAPES.index(obj.shape)]
+            )
         images.append(draw_scene(objects, rng))
         questions = questions_for_scene(objects, rng)
         while len(questions) < QUESTIONS_PER_IMAGE:  # a one-object scene may offer fewer families
@@ -108,12 +148,17 @@ def make_batch(processor, seed: int, step: int, images_per_step: int) -> dict[st
         text_ids[i, : len(row)] = torch.tensor(row)
         labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
     return {"pixel_values": pixel_values, "text_ids": text_ids, "text_mask": (labels != -100) | (text_ids != tokenizer.pad_token_id),
-            "labels": labels}
+            "labels": labels, "cell_labels": cell_labels}
 
 
-def training_loss(model, batch: dict[str, torch.Tensor], keep: int | None, generator: torch.Generator) -> torch.Tensor:
-    """Answer-token cross-entropy with the language model seeing `keep` random query tokens per sample (None: all)."""
-    features = model.get_image_features(batch["pixel_values"]).pooler_output  # (I, 32, D)
+def training_loss(
+    model, probe: PatchProbe, batch: dict[str, torch.Tensor], keep: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """Answer-token cross-entropy, the language model seeing `keep` random query tokens per sample (None: all),
+    plus the patch probe's loss."""
+    image_outputs = model.get_image_features(batch["pixel_values"])
+    probe_loss = probe.loss(image_outputs.last_hidden_state[:, 1:], batch["cell_labels"])
+    features = image_outputs.pooler_output  # (I, 32, D)
     features = features.repeat_interleave(batch["text_ids"].shape[0] // features.shape[0], dim=0)
     if keep is not None:
         order = torch.rand(features.shape[:2], generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
@@ -124,7 +169,8 @@ def training_loss(model, batch: dict[str, torch.Tensor], keep: int | None, gener
     attention_mask = torch.cat([image_mask, batch["text_mask"].long()], dim=1)
     labels = torch.cat([torch.full(features.shape[:2], -100, dtype=torch.long), batch["labels"]], dim=1)
     logits = model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
-    return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    answer_loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    return answer_loss + probe_loss
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 200) -> float:
@@ -135,10 +181,11 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 200) -> floa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/train-synthetic"), help="checkpoints, log, and OUT/model")
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--images-per-step", type=int, default=32, help=f"images per step ({QUESTIONS_PER_IMAGE} questions each)")
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--keep-all-prob", type=float, default=0.5, help="fraction of steps that show all 32 query tokens")
+    parser.add_argument("--min-keep", type=int, default=16, help="fewest query tokens a dropout step shows (k uniform in [this, 31])")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=250)
 
@@ -149,6 +196,8 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)!r}.")
     if not 0.0 <= args.keep_all_prob <= 1.0:
         raise ValueError(f"--keep-all-prob must be in [0, 1]; got {args.keep_all_prob!r}.")
+    if not 1 <= args.min_keep < 32:
+        raise ValueError(f"--min-keep must be in 1..31; got {args.min_keep!r}.")
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive; got {args.lr!r}.")
 
@@ -160,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     processor = embedded_processor()
     model = build_model(processor, args.seed).train()
     model.config.pruning_method = "none"  # training sees all tokens from get_image_features; dropout is ours
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    probe = PatchProbe(model.config.vision_config.hidden_size)
+    optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed)
     start = 0
     checkpoint_path = out / "checkpoint.pt"
@@ -172,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
                 "use another --out or delete it."
             )
         model.load_state_dict(state["model"])
+        probe.load_state_dict(state["probe"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
@@ -183,10 +234,10 @@ def run(args: argparse.Namespace) -> int:
     progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="train-synthetic")
     for step in progress:
         rng = np.random.default_rng([args.seed, step, 1])
-        keep = None if rng.random() < args.keep_all_prob else int(rng.integers(1, model.config.num_query_tokens))
+        keep = None if rng.random() < args.keep_all_prob else int(rng.integers(args.min_keep, model.config.num_query_tokens))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr)
-        loss = training_loss(model, make_batch(processor, args.seed, step, args.images_per_step), keep, generator)
+        loss = training_loss(model, probe, make_batch(processor, args.seed, step, args.images_per_step), keep, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -196,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
             log.write(json.dumps({"step": step, "loss": loss.item(), "keep": keep or 32}) + "\n")
             log.flush()
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+            state = {"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "settings": _settings(args)}
             torch.save(state, checkpoint_path.with_suffix(".tmp"))
@@ -213,4 +264,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> dict:
     return {"steps": args.steps, "images_per_step": args.images_per_step, "lr": args.lr,
-            "keep_all_prob": args.keep_all_prob, "seed": args.seed}
+            "keep_all_prob": args.keep_all_prob, "min_keep": args.min_keep, "seed": args.seed}
