@@ -70,9 +70,9 @@ def build_model(processor, seed: int) -> CatpBlip2ForConditionalGeneration:
 
     Trained from a stock random start, the Q-Former's queries attend to every patch alike, each query token carries
     a blend of the whole scene, and what is where (which colour goes with which shape, which column) is lost: in
-    minutes of CPU training the model never gets past answering from the question alone. So the start is spatial,
-    like the anchor queries of DETR: the position embeddings of the 9 patches (one per grid cell) are orthogonal,
-    query j starts on the direction of cell j mod 9, and the first cross-attention layer's query and key
+    short CPU runs it learned to count but left the colour-to-shape and position questions at chance. So the start
+    is spatial, like the anchor queries of DETR: the position embeddings of the 9 patches (one per grid cell) are
+    orthogonal, query j starts on the direction of cell j mod 9, and the first cross-attention layer's query and key
     projections start as scaled identities, so query j first attends mostly to cell j mod 9. Everything stays
     trainable; only the starting point differs, and the result is a stock BLIP-2 checkpoint.
     """
@@ -106,27 +106,28 @@ class PatchProbe(nn.Module):
         super().__init__()
         self.head = nn.Linear(hidden_size, PROBE_CLASSES)
 
-    def loss(self, patch_states: torch.Tensor, cell_labels: torch.Tensor) -> torch.Tensor:
-        """patch_states (I, 9, D) without CLS; cell_labels (I, 9, 4) long: colour, shape (0 = empty), row, column."""
+    def loss(self, patch_states: torch.Tensor, cell_contents: torch.Tensor) -> torch.Tensor:
+        """patch_states (I, 9, D) without CLS; cell_contents (I, 9, 2) long: colour, shape (0 = empty).
+        Patches are in row-major order, so each one's row and column follow from its index."""
+        cell = torch.arange(patch_states.shape[1], device=patch_states.device).expand(patch_states.shape[0], -1)
+        targets = torch.cat([cell_contents, torch.stack([cell // GRID, cell % GRID], dim=-1)], dim=-1)
         logits = self.head(patch_states).split(PROBE_SPLITS, dim=-1)
         return sum(
-            nn.functional.cross_entropy(part.flatten(0, 1), cell_labels[..., i].flatten()) for i, part in enumerate(logits)
+            nn.functional.cross_entropy(part.flatten(0, 1), targets[..., i].flatten()) for i, part in enumerate(logits)
         )
 
 
 def make_batch(processor, seed: int, step: int, images_per_step: int) -> dict[str, torch.Tensor]:
     """Scenes of one step: pixel_values (I, 3, 48, 48); text_ids/text_mask/labels (I*3, T), right-padded;
-    cell_labels (I, 9, 4): each grid cell's colour and shape (0 = empty, else 1 + index), row and column."""
+    cell_contents (I, 9, 2): each grid cell's colour and shape (0 = empty, else 1 + index), row-major."""
     rng = np.random.default_rng([seed, step])
     images, prompts, answers = [], [], []
-    cell_labels = torch.zeros(images_per_step, GRID * GRID, 4, dtype=torch.long)
-    cell_labels[..., 2] = torch.arange(GRID * GRID) // GRID
-    cell_labels[..., 3] = torch.arange(GRID * GRID) % GRID
+    cell_contents = torch.zeros(images_per_step, GRID * GRID, 2, dtype=torch.long)
     colors = list(COLORS)
     for index in range(images_per_step):
         objects = random_scene(rng)
         for obj in objects:
-            cell_labels[index, obj.row * GRID + obj.column, :2] = torch.tensor(
+            cell_contents[index, obj.row * GRID + obj.column] = torch.tensor(
                 [1 + colors.index(obj.color), 1 + SHAPES.index(obj.shape)]
             )
         images.append(draw_scene(objects, rng))
@@ -148,7 +149,7 @@ def make_batch(processor, seed: int, step: int, images_per_step: int) -> dict[st
         text_ids[i, : len(row)] = torch.tensor(row)
         labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
     return {"pixel_values": pixel_values, "text_ids": text_ids, "text_mask": (labels != -100) | (text_ids != tokenizer.pad_token_id),
-            "labels": labels, "cell_labels": cell_labels}
+            "labels": labels, "cell_contents": cell_contents}
 
 
 def training_loss(
@@ -157,7 +158,7 @@ def training_loss(
     """Answer-token cross-entropy, the language model seeing `keep` random query tokens per sample (None: all),
     plus the patch probe's loss."""
     image_outputs = model.get_image_features(batch["pixel_values"])
-    probe_loss = probe.loss(image_outputs.last_hidden_state[:, 1:], batch["cell_labels"])
+    probe_loss = probe.loss(image_outputs.last_hidden_state[:, 1:], batch["cell_contents"])
     features = image_outputs.pooler_output  # (I, 32, D)
     features = features.repeat_interleave(batch["text_ids"].shape[0] // features.shape[0], dim=0)
     if keep is not None:
