@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration
 
-from catp_blip2.tiny import tiny_model, tiny_processor
+from catp_blip2.toy.tiny import tiny_model, tiny_processor
 
 QUESTIONS = [
     "Question: what color is the circle ? Short answer:",

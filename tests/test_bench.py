@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from catp_blip2.bench_models import (
+from catp_blip2.bench.models import (
     BLIP2_OPT_2_7B_PARAMETERS,
     blip2_opt_2_7b_config,
     count_parameters,
@@ -17,7 +17,7 @@ from catp_blip2.bench_models import (
 from catp_blip2.cli import main
 from catp_blip2.configuration_catp import CatpConfig
 from catp_blip2.modeling_catp import CatpBlip2ForConditionalGeneration
-from catp_blip2.tiny import tiny_blip2_config
+from catp_blip2.toy.tiny import tiny_blip2_config
 
 PER_CONFIGURATION = {
     "end_to_end_s",

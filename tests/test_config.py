@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoConfig, Blip2Config
 
 from catp_blip2 import CatpConfig
-from catp_blip2.tiny import tiny_blip2_config
+from catp_blip2.toy.tiny import tiny_blip2_config
 
 
 def make(**settings) -> CatpConfig:

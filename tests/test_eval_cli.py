@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from vqa_standin import standin_dataset
 
-from catp_blip2 import vqa_eval
+from catp_blip2.evaluation import runner as vqa_eval
 from catp_blip2.cli import main
 from catp_blip2.configuration_catp import CatpConfig
-from catp_blip2.eval_report import markdown_table
-from catp_blip2.tiny import tiny_blip2_config, tiny_model, tiny_processor
-from catp_blip2.vqa_eval import STOP_AFTER_ENV, build_sweep, lavis_question, parse_method_item
+from catp_blip2.evaluation.report import markdown_table
+from catp_blip2.toy.tiny import tiny_blip2_config, tiny_model, tiny_processor
+from catp_blip2.evaluation.runner import STOP_AFTER_ENV, build_sweep, lavis_question, parse_method_item
 
 # Small and fast, but every part of the protocol (beam search, several methods and k, batching, resume).
 FAST = ["--methods", "catp", "l2", "--keep", "8", "2", "--num-beams", "2", "--max-new-tokens", "2", "--batch-size", "4"]
@@ -87,7 +87,7 @@ def test_outputs(baseline, assets, capsys):
     table = (baseline / "results.md").read_text()
     assert "| method | k=8 | k=2 |" in table and "| catp |" in table and "| none (unpruned, all 32) |" in table
     # The model card reads these results (catp-blip2 export --results).
-    from catp_blip2.model_card import load_results
+    from catp_blip2.hub.model_card import load_results
 
     assert load_results(baseline / "results.json")["results"][1]["method"] == "catp"
 

@@ -19,8 +19,8 @@ from transformers import AutoModel, AutoProcessor, Blip2ForConditionalGeneration
 
 import catp_blip2
 from catp_blip2.cli import main
-from catp_blip2.export import AUTO_MAP, CODE_FILES
-from catp_blip2.tiny import tiny_blip2_config, tiny_processor
+from catp_blip2.hub.export import AUTO_MAP, CODE_FILES
+from catp_blip2.toy.tiny import tiny_blip2_config, tiny_processor
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent

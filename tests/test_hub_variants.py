@@ -10,8 +10,8 @@ import pytest
 from huggingface_hub import HfApi
 
 from catp_blip2.cli import main
-from catp_blip2.export import CODE_FILES
-from catp_blip2.variants import EMBEDDED_BASE, load_variant, variant_from_dict
+from catp_blip2.hub.export import CODE_FILES
+from catp_blip2.hub.variants import EMBEDDED_BASE, load_variant, variant_from_dict
 
 TESTS = Path(__file__).parent
 CONFIGS = TESTS.parent / "configs"

@@ -14,7 +14,7 @@ from transformers import (
 
 from catp_blip2 import CatpBlip2ForConditionalGeneration, CatpConfig
 from catp_blip2.scoring import catp_scores, select_top_k
-from catp_blip2.tiny import tiny_blip2_config
+from catp_blip2.toy.tiny import tiny_blip2_config
 
 METHODS = ["catp", "l2", "self_attention", "position", "random", "none"]
 KEEPS = [1, 4, 8, 16, 32]

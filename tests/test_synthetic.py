@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel, Blip2Processor
 
 from catp_blip2 import CatpBlip2ForConditionalGeneration
-from catp_blip2 import train_synthetic
+from catp_blip2.toy import training as train_synthetic
 from catp_blip2.cli import main
-from catp_blip2.embedded import EMBEDDED_MODEL_DIR
-from catp_blip2.synthetic import (
+from catp_blip2.toy.embedded import EMBEDDED_MODEL_DIR
+from catp_blip2.toy.shapes import (
     COLORS,
     SceneObject,
     VOCABULARY,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from vqa_standin import VQAV2_FEATURES, standin_dataset
 
-from catp_blip2.vqa_data import REQUIRED_COLUMNS, answer_strings, load_vqa_dataset, sample_indices
+from catp_blip2.evaluation.datasets import REQUIRED_COLUMNS, answer_strings, load_vqa_dataset, sample_indices
 
 
 @pytest.fixture(scope="module")

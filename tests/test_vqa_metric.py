@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from catp_blip2.vqa_metric import (
+from catp_blip2.evaluation.metrics import (
     CONTRACTIONS,
     accuracy_breakdown,
     mean_percent,
@@ -112,7 +112,7 @@ def test_errors_name_the_parameter():
 def test_evaluate_module_equals_plain_functions():
     import evaluate
 
-    from catp_blip2.metrics import VQA_ACCURACY_PATH
+    from catp_blip2.evaluation.metrics import VQA_ACCURACY_PATH
 
     predictions = ["Two", "a dog", "yes!", "isnt", "3.5", "1,000", "left"]
     references = [

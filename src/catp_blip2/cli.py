@@ -8,12 +8,12 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("catp_blip2.demo", "answer a question on a tiny local model, unpruned and pruned"),
-    "export": ("catp_blip2.export", "write a variant (configs/*.json) as a self-contained Hub-ready model folder"),
-    "train-synthetic": ("catp_blip2.train_synthetic", "train the embedded tiny BLIP-2 on the synthetic shapes task (CPU)"),
-    "push": ("catp_blip2.push", "export a variant and upload it to the Hugging Face Hub (--dry-run lists the upload)"),
-    "bench": ("catp_blip2.bench", "time and measure memory of CATP vs stock BLIP-2 on the same weights (bench.json/md/png)"),
-    "eval": ("catp_blip2.evaluate_cli", "VQA accuracy of a BLIP-2 checkpoint, unpruned and for every pruning method x k (resumable)"),
+    "demo": ("catp_blip2.toy.demo", "answer a question on a tiny local model, unpruned and pruned"),
+    "export": ("catp_blip2.hub.export", "write a variant (configs/*.json) as a self-contained Hub-ready model folder"),
+    "train-synthetic": ("catp_blip2.toy.training", "train the embedded tiny BLIP-2 on the synthetic shapes task (CPU)"),
+    "push": ("catp_blip2.hub.push", "export a variant and upload it to the Hugging Face Hub (--dry-run lists the upload)"),
+    "bench": ("catp_blip2.bench.runner", "time and measure memory of CATP vs stock BLIP-2 on the same weights (bench.json/md/png)"),
+    "eval": ("catp_blip2.evaluation.command", "VQA accuracy of a BLIP-2 checkpoint, unpruned and for every pruning method x k (resumable)"),
 }
 
 

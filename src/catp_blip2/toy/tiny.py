@@ -21,8 +21,8 @@ from transformers import (
 )
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
-from .configuration_catp import CatpConfig
-from .modeling_catp import CatpBlip2ForConditionalGeneration
+from ..configuration_catp import CatpConfig
+from ..modeling_catp import CatpBlip2ForConditionalGeneration
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE)  # ids 0..4 in this order

@@ -12,7 +12,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from .configuration_catp import PRUNING_METHODS
+from ..configuration_catp import PRUNING_METHODS
 from .tiny import tiny_model, tiny_processor
 
 

@@ -4,7 +4,7 @@ parallel under `accelerate launch`.
 Flow: `build_sweep` turns the method items and k values into `Configuration`s (the unpruned one first);
 `run_sweep` preprocesses this process's share of the questions (once, when it fits in memory), then for every configuration not yet in the
 output folder sets `model.config` (pruning settings are read at call time: no reload), generates, gathers the
-answers on the main process, scores them with `catp_blip2.vqa_metric`, and writes the predictions file and the
+answers on the main process, scores them with `catp_blip2.evaluation.metrics`, and writes the predictions file and the
 results entry atomically before the next configuration starts.
 
 Output folder (`out`):
@@ -13,7 +13,7 @@ Output folder (`out`):
   "accuracy_by_question_type", "relative_to_unpruned", "seconds", "predictions_file"};
 - `predictions/<configuration>.jsonl`: one line per question (question_id, question, prediction, answers,
   accuracy in 0-100, answer_type, question_type);
-- `results.md` and `accuracy_vs_k.png` (`catp_blip2.eval_report`).
+- `results.md` and `accuracy_vs_k.png` (`catp_blip2.evaluation.report`).
 
 Resuming: a finished configuration is recognised by its full pruning settings and k; `settings` (model, dataset,
 sample, prompt, generation, dtype) must equal the stored ones, or the run is refused.
@@ -37,9 +37,9 @@ from typing import Any
 
 import torch
 
-from .configuration_catp import PRUNING_METHODS, CatpConfig
-from .vqa_data import answer_strings, row_type
-from .vqa_metric import accuracy_breakdown, mean_percent, vqa_accuracy
+from ..configuration_catp import PRUNING_METHODS, CatpConfig
+from .datasets import answer_strings, row_type
+from .metrics import accuracy_breakdown, mean_percent, vqa_accuracy
 
 DEFAULT_PROMPT = "Question: {} Short answer:"
 DEFAULT_METHODS = (

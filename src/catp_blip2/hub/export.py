@@ -18,13 +18,13 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoProcessor
 
-from .configuration_catp import CatpConfig
+from ..configuration_catp import CatpConfig
 from .model_card import build_model_card, load_results, resolve_license
-from .modeling_catp import CatpBlip2ForConditionalGeneration
-from .pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
+from ..modeling_catp import CatpBlip2ForConditionalGeneration
+from ..pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
 from .variants import Variant, load_variant, resolve_base
 
-PACKAGE_DIR = Path(__file__).parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the model core sits at the package root
 # The model core: flat modules importing only each other (relatively), torch and transformers. transformers
 # copies a remote-code module together with the modules it imports relatively, so these are all it needs.
 CODE_FILES = ("configuration_catp.py", "scoring.py", "modeling_catp.py", "pipeline_catp.py")

@@ -1,6 +1,6 @@
 """Reports of `catp-blip2 eval` results: the Markdown table (methods x k) and the accuracy-vs-k plot.
 
-Both read the `results.json` structure written by `catp_blip2.vqa_eval` (the unpruned entry has method "none").
+Both read the `results.json` structure written by `catp_blip2.evaluation.runner` (the unpruned entry has method "none").
 """
 
 from __future__ import annotations

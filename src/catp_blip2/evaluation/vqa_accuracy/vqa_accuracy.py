@@ -1,13 +1,13 @@
 """VQAv2 accuracy as an `evaluate` metric: `evaluate.load("<this folder>")`.
 
 `evaluate` copies this script into its module cache, so it imports the installed `catp_blip2` package (where the
-metric is computed, once: `catp_blip2.vqa_metric`) instead of relative modules.
+metric is computed, once: `catp_blip2.evaluation.metrics`) instead of relative modules.
 """
 
 import datasets
 import evaluate
 
-from catp_blip2.vqa_metric import accuracy_breakdown, mean_percent, vqa_accuracy_scores
+from catp_blip2.evaluation.metrics import accuracy_breakdown, mean_percent, vqa_accuracy_scores
 
 _CITATION = """\
 @inproceedings{goyal2017making,
@@ -39,7 +39,7 @@ Returns:
     accuracy_by_answer_type (`dict[str, float]`): only when `answer_types` is given.
     accuracy_by_question_type (`dict[str, float]`): only when `question_types` is given.
 Examples:
-    >>> vqa_accuracy = evaluate.load("src/catp_blip2/metrics/vqa_accuracy")
+    >>> vqa_accuracy = evaluate.load(str(catp_blip2.evaluation.metrics.VQA_ACCURACY_PATH))
     >>> vqa_accuracy.compute(predictions=["Two"], references=[["2"] * 10])
     {'accuracy': 100.0}
 """

@@ -6,7 +6,7 @@ a different colour, on a noisy dark background. Five question families ask about
 information the 32 query tokens carry to the language model.
 
 Everything is a pure function of its seed; `embedded_eval_dataset()` is the evaluation set the embedded tiny model
-is judged on (drawn from a different random stream than the training steps of `catp_blip2.train_synthetic`).
+is judged on (drawn from a different random stream than the training steps of `catp_blip2.toy.training`).
 """
 
 from __future__ import annotations

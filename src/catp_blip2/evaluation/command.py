@@ -3,7 +3,7 @@
 With no arguments it evaluates the embedded tiny model on the embedded synthetic set. For real BLIP-2 on VQAv2 with
 the paper's protocol, see the README section "Evaluation". Runs data parallel under `accelerate launch` (each
 process answers a share of the questions; the main process writes). Outputs are described in
-`catp_blip2.vqa_eval`; the table is also printed to stdout, progress goes to stderr.
+`catp_blip2.evaluation.runner`; the table is also printed to stdout, progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .vqa_eval import DEFAULT_KEEP, DEFAULT_METHODS, DEFAULT_PROMPT
+from .runner import DEFAULT_KEEP, DEFAULT_METHODS, DEFAULT_PROMPT
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 EMBEDDED = "embedded"
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=EMBEDDED,
         help="checkpoint folder or Hub id of a CATP or stock BLIP-2 model; 'embedded' (default): the tiny model "
-        "shipped in catp_blip2.embedded",
+        "shipped in catp_blip2.toy.embedded",
     )
     model.add_argument("--processor", default=None, help="processor folder or Hub id (default: the model's)")
     model.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: the checkpoint's)")
@@ -111,11 +111,11 @@ def load_model_and_processor(args: argparse.Namespace, device: Any) -> tuple[Any
     import torch
     from transformers import AutoProcessor
 
-    from .modeling_catp import CatpBlip2ForConditionalGeneration
+    from ..modeling_catp import CatpBlip2ForConditionalGeneration
 
     source: str | Path = args.model
     if args.model == EMBEDDED:
-        from .embedded import EMBEDDED_MODEL_DIR
+        from ..toy.embedded import EMBEDDED_MODEL_DIR
 
         source = EMBEDDED_MODEL_DIR
         if not (EMBEDDED_MODEL_DIR / "config.json").is_file():
@@ -173,9 +173,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from .eval_report import plot_accuracy_vs_k, write_markdown
-    from .vqa_data import load_vqa_dataset
-    from .vqa_eval import GenerationSettings, build_sweep, check_prompt, run_sweep, write_atomic
+    from .report import plot_accuracy_vs_k, write_markdown
+    from .datasets import load_vqa_dataset
+    from .runner import GenerationSettings, build_sweep, check_prompt, run_sweep, write_atomic
 
     _check_args(args)
     prompt = check_prompt(args.prompt)

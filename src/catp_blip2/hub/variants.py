@@ -29,9 +29,9 @@ from typing import Any
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
-from .configuration_catp import PRUNING_SETTINGS, CatpConfig
+from ..configuration_catp import PRUNING_SETTINGS, CatpConfig
 
-# A base that names the tiny model embedded in this package (`catp_blip2.embedded.EMBEDDED_MODEL_DIR`).
+# A base that names the tiny model embedded in this package (`catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR`).
 EMBEDDED_BASE = "embedded"
 
 REQUIRED_KEYS = ("name", "base_model")
@@ -155,10 +155,10 @@ def resolve_base(base: str) -> str:
     if base != EMBEDDED_BASE:
         return base
     try:
-        from .embedded import EMBEDDED_MODEL_DIR
+        from ..toy.embedded import EMBEDDED_MODEL_DIR
     except ImportError as error:
         raise ValueError(
-            f"base_model {EMBEDDED_BASE!r} names the tiny model embedded in catp_blip2 (catp_blip2.embedded), "
+            f"base_model {EMBEDDED_BASE!r} names the tiny model embedded in catp_blip2 (catp_blip2.toy.embedded), "
             f"which this installation lacks ({error}); pass --base PATH_OR_ID instead."
         ) from None
     if not Path(EMBEDDED_MODEL_DIR).is_dir():

@@ -46,7 +46,7 @@ def _load_source(source: str, split: str) -> Any:
     import datasets
 
     if source == EMBEDDED:
-        from .synthetic import embedded_eval_dataset
+        from ..toy.shapes import embedded_eval_dataset
 
         return embedded_eval_dataset()
     path = Path(source).expanduser()

@@ -3,8 +3,8 @@
 `load_bench_model(name_or_path, dtype, device)` returns a `CatpBlip2ForConditionalGeneration` in eval mode:
 - `"blip2-opt-2.7b"`: the exact architecture of `Salesforce/blip2-opt-2.7b` (about 3.74e9 parameters) with random
   weights, built without downloading anything;
-- `"tiny"`: `catp_blip2.tiny.tiny_model()` (OPT language model);
-- `"embedded"`: the trained tiny model shipped in `catp_blip2.embedded`;
+- `"tiny"`: `catp_blip2.toy.tiny.tiny_model()` (OPT language model);
+- `"embedded"`: the trained tiny model shipped in `catp_blip2.toy.embedded`;
 - anything else: a local checkpoint folder or a Hub id, loaded with `from_pretrained`.
 
 `stock_twin(model)` makes a stock `Blip2ForConditionalGeneration` whose modules ARE the CATP model's modules, so
@@ -24,8 +24,8 @@ from torch import nn
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
 from transformers.initialization import no_init_weights
 
-from .configuration_catp import CatpConfig
-from .modeling_catp import CatpBlip2ForConditionalGeneration
+from ..configuration_catp import CatpConfig
+from ..modeling_catp import CatpBlip2ForConditionalGeneration
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -160,16 +160,16 @@ def random_model(
 
 def _embedded_model_dir() -> Path:
     try:
-        from .embedded import EMBEDDED_MODEL_DIR  # built by another part of the project; may not exist yet
+        from ..toy.embedded import EMBEDDED_MODEL_DIR  # built by another part of the project; may not exist yet
     except ImportError as error:
         raise ValueError(
-            "`model` 'embedded' needs the trained tiny model in `catp_blip2.embedded` (EMBEDDED_MODEL_DIR), which this "
+            "`model` 'embedded' needs the trained tiny model in `catp_blip2.toy.embedded` (EMBEDDED_MODEL_DIR), which this "
             f"installation does not have ({error}); use 'tiny' or a checkpoint path instead."
         ) from error
     directory = Path(EMBEDDED_MODEL_DIR)
     if not (directory / "config.json").is_file():
         raise ValueError(
-            f"`model` 'embedded': catp_blip2.embedded.EMBEDDED_MODEL_DIR={str(directory)!r} holds no config.json; "
+            f"`model` 'embedded': catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR={str(directory)!r} holds no config.json; "
             "use 'tiny' or a checkpoint path instead."
         )
     return directory
@@ -190,7 +190,7 @@ def load_bench_model(
     if name_or_path in NAMED_ARCHITECTURES:
         return random_model(NAMED_ARCHITECTURES[name_or_path](), dtype=dtype, device=device, seed=seed)
     if name_or_path == "tiny":
-        from .tiny import tiny_model
+        from ..toy.tiny import tiny_model
 
         return _cast(tiny_model("opt", seed=seed), dtype).to(device).eval()
     if name_or_path == "embedded":
@@ -236,7 +236,7 @@ def stock_twin(model: CatpBlip2ForConditionalGeneration) -> Blip2ForConditionalG
 
 
 def _pruning_settings() -> tuple[str, ...]:
-    from .configuration_catp import PRUNING_SETTINGS
+    from ..configuration_catp import PRUNING_SETTINGS
 
     return tuple(PRUNING_SETTINGS)
 

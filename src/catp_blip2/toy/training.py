@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .configuration_catp import CatpConfig
-from .modeling_catp import CatpBlip2ForConditionalGeneration
-from .synthetic import COLORS, GRID, QUESTIONS_PER_IMAGE, SHAPES, VOCABULARY, draw_scene, questions_for_scene, random_scene
+from ..configuration_catp import CatpConfig
+from ..modeling_catp import CatpBlip2ForConditionalGeneration
+from .shapes import COLORS, GRID, QUESTIONS_PER_IMAGE, SHAPES, VOCABULARY, draw_scene, questions_for_scene, random_scene
 from .tiny import tiny_blip2_config, tiny_processor, tiny_tokenizer
 
 PROMPT = "Question: {} Short answer:"

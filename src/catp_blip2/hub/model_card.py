@@ -1,5 +1,5 @@
-"""The model card (README.md) of an exported variant: huggingface_hub `ModelCard` from the repo's `hub_card/model_card.md`
-(linked into the package as `catp_blip2/hub_card`, so an installed wheel carries it).
+"""The model card (README.md) of an exported variant: huggingface_hub `ModelCard` rendered from the Jinja template
+`model_card.md` beside this module (package data, so an installed wheel carries it).
 
 Metadata: base_model (when the variant's base is a Hub id), `library_name: transformers`, pipeline_tag, tags, the
 base model's license, and a model-index of the measured accuracy when a `catp-blip2 eval` results file is given.
@@ -15,11 +15,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, hf_hub_download
 
-from .configuration_catp import CatpConfig
-from .pipeline_catp import DEFAULT_VQA_PROMPT
+from ..configuration_catp import CatpConfig
+from ..pipeline_catp import DEFAULT_VQA_PROMPT
 from .variants import Variant, is_hub_model_id
 
-TEMPLATE_PATH = Path(__file__).parent / "hub_card" / "model_card.md"
+TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card.md"
 PIPELINE_TAG = "visual-question-answering"
 TAGS = [
     "catp",

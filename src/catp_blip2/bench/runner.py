@@ -39,9 +39,9 @@ import torch
 import transformers
 from torch import nn
 
-from .bench_models import NAMED_MODELS, count_parameters, load_bench_model, parse_dtype, stock_twin
-from .bench_report import write_markdown, write_plot
-from .modeling_catp import CatpBlip2ForConditionalGeneration
+from .models import NAMED_MODELS, count_parameters, load_bench_model, parse_dtype, stock_twin
+from .report import write_markdown, write_plot
+from ..modeling_catp import CatpBlip2ForConditionalGeneration
 
 DEFAULT_KEEP = (32, 16, 8, 4)
 STAGES = (

@@ -11,14 +11,18 @@ reference code ran it (LAVIS's `vqa_eval.py`), so numbers are comparable with th
   min(1, matching remaining answers / 3). With 10 answers, 3 or more matches give 1, 2 give 0.6, 1 gives 0.3.
 
 Everything here is plain Python (no torch, no `evaluate`), so importing it is free; the `evaluate` module in
-`catp_blip2/metrics/vqa_accuracy` wraps these functions.
+`VQA_ACCURACY_PATH` (`vqa_accuracy/` beside this module) wraps these functions.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable, Sequence
+
+# The `evaluate` metric module wrapping these functions: `evaluate.load(str(VQA_ACCURACY_PATH))`.
+VQA_ACCURACY_PATH: Path = Path(__file__).resolve().parent / "vqa_accuracy"
 
 # ---- normalisation tables ----------------------------------------------------------------------------------------
 
@@ -186,6 +190,7 @@ __all__ = [
     "CONTRACTIONS",
     "NUMBER_WORDS",
     "PUNCTUATION",
+    "VQA_ACCURACY_PATH",
     "accuracy_breakdown",
     "clean_whitespace",
     "mean_percent",
