@@ -16,7 +16,6 @@ Timing does not depend on weight values, but generation must stay finite, and at
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,10 +23,10 @@ from torch import nn
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
 from transformers.initialization import no_init_weights
 
-from ..configuration_catp import CatpConfig
+from ..checkpoints import EMBEDDED, load_catp_model, torch_dtype
+from ..configuration_catp import PRUNING_SETTINGS, CatpConfig
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Salesforce/blip2-opt-2.7b as converted for transformers 5: 3,744,761,856 parameters (lm_head tied to the
 # input embeddings). The text vocabulary is 50304 rows; the processor's <image> token is id 50265.
@@ -83,14 +82,12 @@ def blip2_opt_2_7b_config() -> Blip2Config:
 
 
 NAMED_ARCHITECTURES: dict[str, Callable[[], Blip2Config]] = {"blip2-opt-2.7b": blip2_opt_2_7b_config}
-NAMED_MODELS = (*NAMED_ARCHITECTURES, "tiny", "embedded")
+NAMED_MODELS = (*NAMED_ARCHITECTURES, "tiny", EMBEDDED)
 
 
 def parse_dtype(name: str) -> torch.dtype:
     """`"float32"`, `"bfloat16"` or `"float16"` -> the torch dtype; anything else is a ValueError."""
-    if name not in DTYPES:
-        raise ValueError(f"`dtype` must be one of {list(DTYPES)}; got {name!r}.")
-    return DTYPES[name]
+    return torch_dtype(name, "--dtype")
 
 
 @torch.no_grad()
@@ -158,23 +155,6 @@ def random_model(
     return model.eval()
 
 
-def _embedded_model_dir() -> Path:
-    try:
-        from ..toy.embedded import EMBEDDED_MODEL_DIR  # built by another part of the project; may not exist yet
-    except ImportError as error:
-        raise ValueError(
-            "`model` 'embedded' needs the trained tiny model in `catp_blip2.toy.embedded` (EMBEDDED_MODEL_DIR), which this "
-            f"installation does not have ({error}); use 'tiny' or a checkpoint path instead."
-        ) from error
-    directory = Path(EMBEDDED_MODEL_DIR)
-    if not (directory / "config.json").is_file():
-        raise ValueError(
-            f"`model` 'embedded': catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR={str(directory)!r} holds no config.json; "
-            "use 'tiny' or a checkpoint path instead."
-        )
-    return directory
-
-
 def _cast(model: CatpBlip2ForConditionalGeneration, dtype: torch.dtype) -> CatpBlip2ForConditionalGeneration:
     """Everything in `dtype` except the Q-Former and query tokens, which BLIP-2 keeps in fp32."""
     model.to(dtype)
@@ -193,24 +173,7 @@ def load_bench_model(
         from ..toy.tiny import tiny_model
 
         return _cast(tiny_model("opt", seed=seed), dtype).to(device).eval()
-    if name_or_path == "embedded":
-        source: str | Path = _embedded_model_dir()
-    else:
-        source = name_or_path
-        looks_local = Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~"))
-        if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
-            raise ValueError(
-                f"`model` must be one of {list(NAMED_MODELS)}, a checkpoint folder with a config.json, or a Hub id; "
-                f"got {name_or_path!r}, a path without config.json."
-            )
-    try:
-        model = CatpBlip2ForConditionalGeneration.from_pretrained(source, dtype=dtype)
-    except OSError as error:  # not a folder, unknown Hub id, or the Hub unreachable
-        raise ValueError(
-            f"`model` must be one of {list(NAMED_MODELS)}, a checkpoint folder or a reachable Hub id; "
-            f"{str(source)!r} could not be loaded: {error}"
-        ) from error
-    return model.to(device).eval()
+    return load_catp_model(name_or_path, "--model", dtype=dtype).to(device).eval()
 
 
 def stock_twin(model: CatpBlip2ForConditionalGeneration) -> Blip2ForConditionalGeneration:
@@ -222,7 +185,7 @@ def stock_twin(model: CatpBlip2ForConditionalGeneration) -> Blip2ForConditionalG
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
         values.pop(key, None)
     for key in list(values):
-        if key in _pruning_settings():
+        if key in PRUNING_SETTINGS:
             values.pop(key)
     with no_init_weights(), torch.device("meta"):
         stock = Blip2ForConditionalGeneration(Blip2Config(**values))
@@ -235,12 +198,6 @@ def stock_twin(model: CatpBlip2ForConditionalGeneration) -> Blip2ForConditionalG
     return stock.eval()
 
 
-def _pruning_settings() -> tuple[str, ...]:
-    from ..configuration_catp import PRUNING_SETTINGS
-
-    return tuple(PRUNING_SETTINGS)
-
-
 def count_parameters(model: nn.Module) -> int:
     """Distinct parameters (tied weights counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -248,7 +205,6 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "BLIP2_OPT_2_7B_PARAMETERS",
-    "DTYPES",
     "NAMED_ARCHITECTURES",
     "NAMED_MODELS",
     "blip2_opt_2_7b_config",

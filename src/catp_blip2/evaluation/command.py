@@ -16,10 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import DTYPES, EMBEDDED, load_catp_model, resolve_checkpoint
 from .runner import DEFAULT_KEEP, DEFAULT_METHODS, DEFAULT_PROMPT
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-EMBEDDED = "embedded"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,34 +106,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def load_model_and_processor(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
     """One model load: `CatpBlip2ForConditionalGeneration` (stock BLIP-2 checkpoints load into it) and its processor."""
-    import torch
     from transformers import AutoProcessor
 
-    from ..modeling_catp import CatpBlip2ForConditionalGeneration
-
-    source: str | Path = args.model
-    if args.model == EMBEDDED:
-        from ..toy.embedded import EMBEDDED_MODEL_DIR
-
-        source = EMBEDDED_MODEL_DIR
-        if not (EMBEDDED_MODEL_DIR / "config.json").is_file():
-            raise ValueError(
-                f"`--model` 'embedded': {EMBEDDED_MODEL_DIR} holds no model yet; build it with `catp-blip2 train-synthetic`."
-            )
-    elif Path(args.model).expanduser().exists() and not (Path(args.model).expanduser() / "config.json").is_file():
-        raise ValueError(f"`--model` {args.model!r} is a local path without config.json; give a checkpoint folder or a Hub id.")
-    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    load_kwargs: dict[str, Any] = {"dtype": dtype}
-    if args.device_map:
-        load_kwargs["device_map"] = args.device_map
-    try:
-        model = CatpBlip2ForConditionalGeneration.from_pretrained(source, **load_kwargs)
-    except OSError as error:
-        raise ValueError(f"`--model` {args.model!r} could not be loaded (folder or reachable Hub id needed): {error}") from error
+    load_kwargs: dict[str, Any] = {"device_map": args.device_map} if args.device_map else {}
+    model = load_catp_model(args.model, "--model", dtype=args.dtype, **load_kwargs)
     if not args.device_map:
         model = model.to(device)
     model.eval()
-    processor_source = args.processor or source
+    processor_source = args.processor or resolve_checkpoint(args.model, "--model")
     try:
         processor = AutoProcessor.from_pretrained(processor_source)
     except (OSError, ValueError) as error:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoProcessor
 
+from ..checkpoints import DTYPES, check_dtype
 from ..configuration_catp import CatpConfig
 from .model_card import build_model_card, load_results, resolve_license
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
@@ -44,7 +45,6 @@ CUSTOM_PIPELINES = {
     }
 }
 DEFAULT_MAX_SHARD_SIZE = "5GB"
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 # What an export writes that a later export might not overwrite (other shard counts): removed by --overwrite.
 STALE_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
 
@@ -77,8 +77,7 @@ def export_variant(
         max_shard_size: weights above this size are split into shards (`save_pretrained`'s `max_shard_size`).
         dtype: "auto" keeps the checkpoint's dtype.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"`dtype` must be one of {DTYPES}; got {dtype!r}.")
+    check_dtype(dtype, "--dtype")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder.")

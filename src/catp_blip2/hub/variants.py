@@ -29,10 +29,11 @@ from typing import Any
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
+from ..checkpoints import EMBEDDED, resolve_checkpoint
 from ..configuration_catp import PRUNING_SETTINGS, CatpConfig
 
 # A base that names the tiny model embedded in this package (`catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR`).
-EMBEDDED_BASE = "embedded"
+EMBEDDED_BASE = EMBEDDED
 
 REQUIRED_KEYS = ("name", "base_model")
 OPTIONAL_KEYS = ("description", "repo_name", "license")
@@ -152,21 +153,7 @@ def load_variant(path: str | os.PathLike) -> Variant:
 
 def resolve_base(base: str) -> str:
     """Where to load a base checkpoint from: "embedded" -> the package's embedded tiny model, else unchanged."""
-    if base != EMBEDDED_BASE:
-        return base
-    try:
-        from ..toy.embedded import EMBEDDED_MODEL_DIR
-    except ImportError as error:
-        raise ValueError(
-            f"base_model {EMBEDDED_BASE!r} names the tiny model embedded in catp_blip2 (catp_blip2.toy.embedded), "
-            f"which this installation lacks ({error}); pass --base PATH_OR_ID instead."
-        ) from None
-    if not Path(EMBEDDED_MODEL_DIR).is_dir():
-        raise ValueError(
-            f"base_model {EMBEDDED_BASE!r}: the embedded model folder {str(EMBEDDED_MODEL_DIR)!r} does not exist "
-            "in this installation; pass --base PATH_OR_ID instead."
-        )
-    return str(EMBEDDED_MODEL_DIR)
+    return resolve_checkpoint(base, "base_model")
 
 
 def is_hub_model_id(base: str) -> bool:

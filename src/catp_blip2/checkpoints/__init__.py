@@ -1,0 +1,84 @@
+"""Where the tools get a model from: `"embedded"`, a checkpoint folder or a Hub id, and in which dtype.
+
+Every command that loads a model (`eval`, `bench`, `export`, `push`) resolves its source here, so they accept the
+same names and fail with the same messages, before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# The tiny trained model shipped in `catp_blip2.toy.embedded`.
+EMBEDDED = "embedded"
+# Weight dtypes a command accepts; "auto" keeps the checkpoint's own.
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def check_dtype(name: Any, option: str = "--dtype", allow_auto: bool = True) -> str:
+    """`name` if it is one of `DTYPES` (without "auto" unless `allow_auto`), else a ValueError naming `option`."""
+    allowed = DTYPES if allow_auto else DTYPES[1:]
+    if name not in allowed:
+        raise ValueError(f"`{option}` must be one of {list(allowed)}; got {name!r}.")
+    return name
+
+
+def torch_dtype(name: str, option: str = "--dtype"):
+    """The torch dtype of a `DTYPES` name other than "auto"."""
+    import torch
+
+    return getattr(torch, check_dtype(name, option, allow_auto=False))
+
+
+def embedded_model_dir(option: str = "--model") -> Path:
+    """The folder of the embedded model; a ValueError naming `option` when this installation lacks it."""
+    from ..toy.embedded import EMBEDDED_MODEL_DIR
+
+    if not (EMBEDDED_MODEL_DIR / "config.json").is_file():
+        raise ValueError(
+            f"`{option}` {EMBEDDED!r}: {str(EMBEDDED_MODEL_DIR)!r} holds no model; rebuild it with "
+            "`catp-blip2 train-synthetic` or give a checkpoint folder or Hub id."
+        )
+    return EMBEDDED_MODEL_DIR
+
+
+def looks_local(source: str) -> bool:
+    """True for what can only be a local path: it exists, starts with '.', '/' or '~', or has more than one '/'."""
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
+def resolve_checkpoint(source: Any, option: str = "--model") -> str:
+    """Where to load `source` from: the embedded model's folder, a checkpoint folder, or a Hub id (unchanged).
+
+    Raises a ValueError naming `option` for an empty value, a missing local path or a folder without config.json.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"`{option}` must be {EMBEDDED!r}, a checkpoint folder or a Hub id; got {source!r}.")
+    if source == EMBEDDED:
+        return str(embedded_model_dir(option))
+    if looks_local(source):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ValueError(f"`{option}` {source!r}: no such folder (a Hub id has the form 'owner/name').")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"`{option}` {source!r} is a local path without config.json; give a checkpoint folder.")
+    return source
+
+
+def load_catp_model(source: str, option: str = "--model", dtype: Any = "auto", **kwargs: Any):
+    """`CatpBlip2ForConditionalGeneration.from_pretrained` of a resolved source (stock BLIP-2 checkpoints load too).
+
+    `dtype` is a `DTYPES` name or a torch dtype; `kwargs` go to `from_pretrained` (`device_map`, ...).
+    """
+    from ..modeling_catp import CatpBlip2ForConditionalGeneration
+
+    location = resolve_checkpoint(source, option)
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = torch_dtype(dtype)
+    try:
+        return CatpBlip2ForConditionalGeneration.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as error:  # an unknown Hub id, or the Hub out of reach
+        raise ValueError(f"`{option}` {source!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
+
+
+__all__ = ["DTYPES", "EMBEDDED", "check_dtype", "embedded_model_dir", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]
