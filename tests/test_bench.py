@@ -66,6 +66,15 @@ def test_bench_tiny_writes_all_outputs(tmp_path):
     }
 
 
+def _error_line(capsys) -> str:
+    """The CLI's one error line on stderr; no traceback around it."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("catp-blip2 bench: error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -77,21 +86,36 @@ def test_bench_tiny_writes_all_outputs(tmp_path):
         (["--warmup", "-1"], "--warmup"),
         (["--new-tokens", "1"], "--new-tokens"),
         (["--prompt-tokens", "0"], "--prompt-tokens"),
-        (["--dtype", "float64"], "dtype"),
+        (["--dtype", "float64"], "--dtype"),
         (["--device", "tpu"], "--device"),
-        (["--model", "no-such-model"], "model"),
+        (["--model", "no-such-model"], "--model"),
     ],
 )
-def test_bench_rejects_bad_arguments(tmp_path, extra, message):
-    with pytest.raises(ValueError, match=message):
-        main(["bench", "--model", "tiny", "--out", str(tmp_path / "out"), *extra])
+def test_bench_rejects_bad_arguments(tmp_path, capsys, extra, message):
+    assert main(["bench", "--model", "tiny", "--out", str(tmp_path / "out"), *extra]) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
 
 
-def test_bench_rejects_file_as_out(tmp_path):
+def test_bench_rejects_keep_zero_before_building(tmp_path, capsys):
+    assert main(["bench", "--keep", "0", "--out", str(tmp_path)]) == 2
+    line = _error_line(capsys)
+    assert "`--keep`" in line and "0" in line
+
+
+def test_bench_rejects_prompt_longer_than_text_positions(tmp_path, capsys):
+    # tiny OPT: 128 positions < 32 query + 200 prompt + 4 new tokens; generate would fail inside the timing.
+    assert main(["bench", "--model", "tiny", "--prompt-tokens", "200", "--out", str(tmp_path / "out")]) == 2
+    line = _error_line(capsys)
+    assert "`--prompt-tokens` 200" in line and "128" in line and "at most 92" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_rejects_file_as_out(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("")
-    with pytest.raises(ValueError, match="--out"):
-        main(["bench", "--model", "tiny", "--out", str(target)])
+    assert main(["bench", "--model", "tiny", "--out", str(target)]) == 2
+    assert "--out" in _error_line(capsys)
 
 
 def test_opt_2_7b_architecture_has_the_checkpoint_parameter_count():

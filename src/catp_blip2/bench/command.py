@@ -1,0 +1,153 @@
+"""`catp-blip2 bench`: speed and memory of CATP against stock BLIP-2 on the same weights, and against the FLOP ideal.
+
+This module is the command: its options (`add_arguments`), their checks (`validate` -> `BenchSettings`; a bad value
+raises a ValueError naming the option, the value and what is allowed, before any model is built) and `run`, which
+times the benchmark (`runner.run_benchmark`) and writes, in `--out`: `bench.json` (everything, per configuration
+and batch size), `bench.md` (tables) and `bench.png`. Progress and the targets' verdicts go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .models import NAMED_MODELS, parse_dtype
+from .report import write_markdown, write_plot
+from .runner import log, run_benchmark
+
+DEFAULT_KEEP = (32, 16, 8, 4)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help=f"one of {list(NAMED_MODELS)} (random weights for named architectures), a checkpoint folder or a Hub id",
+    )
+    parser.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values for CATP")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (Q-Former stays fp32)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration and batch size")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration and batch size first")
+    parser.add_argument("--prompt-tokens", type=int, default=16, help="T: text tokens in the prompt (BOS included)")
+    parser.add_argument("--new-tokens", type=int, default=4, help="tokens generated per run (forced, greedy)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights and inputs")
+    parser.add_argument("--out", required=True, help="output folder (bench.json, bench.md, bench.png)")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Validated settings of one benchmark."""
+
+    model: str
+    keep: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+    repeats: int
+    warmup: int
+    prompt_tokens: int
+    new_tokens: int
+    seed: int
+    out: Path
+
+
+def _positive_ints(name: str, values: list[int], minimum: int = 1) -> tuple[int, ...]:
+    """`values` as a tuple if it is non-empty, all >= `minimum` and distinct; else a ValueError naming `name`."""
+    if not values:
+        raise ValueError(f"`{name}` needs at least one value; got none.")
+    bad = [v for v in values if v < minimum]
+    if bad:
+        raise ValueError(f"`{name}` values must be integers >= {minimum}; got {bad[0]!r} in {values}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"`{name}` values must be distinct; got {values}.")
+    return tuple(values)
+
+
+def _device(name: str) -> torch.device:
+    """The torch device of `--device`: 'cpu', or 'cuda[:N]' where CUDA is available."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"`--device` must be 'cpu' or 'cuda[:N]'; got {name!r}.") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"`--device` must be 'cpu' or 'cuda[:N]'; got {name!r}.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`--device` {name!r}: CUDA is not available on this machine; use 'cpu'.")
+    return device
+
+
+def validate(args: argparse.Namespace) -> BenchSettings:
+    """Check the parsed arguments; a bad value raises a ValueError naming the option, the value and what is allowed.
+
+    Checks that need the model's config (`--keep` against its query tokens, `--prompt-tokens` against its text
+    positions) follow once it is built: `runner.check_fits_model`.
+    """
+    keep = _positive_ints("--keep", list(args.keep))
+    batch_sizes = _positive_ints("--batch-sizes", list(args.batch_sizes))
+    for name, value, minimum, why in (
+        ("--repeats", args.repeats, 1, ""),
+        ("--warmup", args.warmup, 0, ""),
+        ("--prompt-tokens", args.prompt_tokens, 1, " (the BOS token counts)"),
+        ("--new-tokens", args.new_tokens, 2, " (the first comes from prefill; decode needs at least one more)"),
+    ):
+        if value < minimum:
+            raise ValueError(f"`{name}` must be an integer >= {minimum}{why}; got {value!r}.")
+    dtype = parse_dtype(args.dtype)
+    device = _device(args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`--out` must be a folder; {str(out)!r} is a file.")
+    return BenchSettings(
+        model=args.model,
+        keep=keep,
+        batch_sizes=batch_sizes,
+        dtype=dtype,
+        device=device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        seed=args.seed,
+        out=out,
+    )
+
+
+def command_line(settings: BenchSettings) -> list[str]:
+    """The arguments that reproduce `settings` (for the record in bench.json)."""
+    return [
+        "--model", settings.model,
+        "--keep", *map(str, settings.keep),
+        "--batch-sizes", *map(str, settings.batch_sizes),
+        "--dtype", str(settings.dtype).replace("torch.", ""),
+        "--device", str(settings.device),
+        "--repeats", str(settings.repeats),
+        "--warmup", str(settings.warmup),
+        "--prompt-tokens", str(settings.prompt_tokens),
+        "--new-tokens", str(settings.new_tokens),
+        "--seed", str(settings.seed),
+        "--out", str(settings.out),
+    ]  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """`catp-blip2 bench`: validate, benchmark, write bench.json/md/png to `--out` and log the targets' verdicts."""
+    settings = validate(args)
+    report = run_benchmark(settings, command_line(settings))
+    settings.out.mkdir(parents=True, exist_ok=True)
+    (settings.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_markdown(report, settings.out / "bench.md")
+    write_plot(report, settings.out / "bench.png")
+    for target in report["targets"]:
+        verdict = "met" if target["met"] else "MISSED"
+        log(f"target (batch {target['batch_size']}): {target['target']}: {target['value']:.4f} {verdict}")
+    log(f"wrote {settings.out / 'bench.json'}, bench.md, bench.png")
+    return 0
+
+
+__all__ = ["DEFAULT_KEEP", "BenchSettings", "add_arguments", "command_line", "run", "validate"]
