@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration
 
+from catp_blip2 import PRUNING_SETTINGS
 from catp_blip2.toy.tiny import tiny_model, tiny_processor
 
 QUESTIONS = [
@@ -49,9 +50,7 @@ def models() -> dict[str, tuple]:
 def pair(models, language_model):
     """(CATP model, stock model) with pruning settings restored after each test."""
     model, stock = models[language_model]
-    saved = {k: getattr(model.config, k) for k in ("pruning_method", "num_kept_query_tokens", "vote_layers",
-                                                   "vote_layer_weights", "image_token_weighting", "vote_aggregation",
-                                                   "pruning_seed")}
+    saved = {k: getattr(model.config, k) for k in PRUNING_SETTINGS}
     yield model, stock
     for key, value in saved.items():
         setattr(model.config, key, value)
@@ -66,6 +65,18 @@ def batch(processor, padding_side: str = "left", count: int = 4, seed: int = 0, 
     processor.tokenizer.padding_side = padding_side
     texts = (QUESTIONS * 2)[:count] if text else None
     return processor(images=make_images(count, seed), text=texts, return_tensors="pt", padding=True)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run `catp-blip2 *argv` in process and check the CLI's error style: exit status 2 and a
+    `catp-blip2 <command>: error: ...` message on stderr without a traceback. Returns that stderr."""
+    from catp_blip2.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"catp-blip2 {argv[0]}: error: " in err and "Traceback" not in err, err
+    return err
 
 
 @pytest.fixture(autouse=True)

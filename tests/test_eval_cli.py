@@ -4,6 +4,7 @@ kill, refusal to mix runs, the same results under `accelerate launch` with 2 CPU
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -13,12 +14,15 @@ from pathlib import Path
 import pytest
 from vqa_standin import standin_dataset
 
-from catp_blip2.evaluation import runner as vqa_eval
+from catp_blip2.evaluation import inputs as eval_inputs
 from catp_blip2.cli import main
+from conftest import cli_error
 from catp_blip2.configuration_catp import CatpConfig
 from catp_blip2.evaluation.report import markdown_table
 from catp_blip2.toy.tiny import tiny_blip2_config, tiny_model, tiny_processor
-from catp_blip2.evaluation.runner import STOP_AFTER_ENV, build_sweep, lavis_question, parse_method_item
+from catp_blip2.evaluation.inputs import lavis_question
+from catp_blip2.evaluation.runner import STOP_AFTER_ENV
+from catp_blip2.evaluation.sweep import build_sweep, parse_method_item
 
 # Small and fast, but every part of the protocol (beam search, several methods and k, batching, resume).
 FAST = ["--methods", "catp", "l2", "--keep", "8", "2", "--num-beams", "2", "--max-new-tokens", "2", "--batch-size", "4"]
@@ -102,7 +106,7 @@ def test_parquet_copy_gives_the_same_results(baseline, assets, tmp_path, capsys)
 
 def test_uncached_batches_give_the_same_results(baseline, assets, tmp_path, monkeypatch):
     # Too large to keep: every configuration processes its batches again (real VQAv2 at 224 px).
-    monkeypatch.setattr(vqa_eval, "CACHE_LIMIT_BYTES", 0)
+    monkeypatch.setattr(eval_inputs, "CACHE_LIMIT_BYTES", 0)
     assert _eval(assets, tmp_path / "out", "--methods", "catp", "--keep", "8") == 0
     assert _predictions(tmp_path / "out") == {k: v for k, v in _predictions(baseline).items() if k.startswith(("none", "catp__k8"))}
 
@@ -132,11 +136,14 @@ def test_killed_run_resumes_to_identical_results(baseline, assets, tmp_path, mon
     assert methods == ["none", "catp", "catp", "l2", "l2", "position", "position"]
 
 
-def test_rerun_with_other_settings_is_refused(baseline, assets):
-    with pytest.raises(ValueError, match=r"other settings \(generation: .*use another --out"):
-        _eval(assets, baseline, "--max-new-tokens", "3")
-    with pytest.raises(ValueError, match=r"other settings \(.*prompt"):
-        _eval(assets, baseline, "--prompt", "Q: {} A:")
+def _eval_argv(assets, out, *extra) -> list[str]:
+    return ["eval", "--model", str(assets / "model"), "--dataset", str(assets / "disk"), "--out", str(out), *FAST, *extra]
+
+
+def test_rerun_with_other_settings_is_refused(baseline, assets, capsys):
+    err = cli_error(capsys, _eval_argv(assets, baseline, "--max-new-tokens", "3"))
+    assert re.search(r"other settings \(generation: .*use another --out", err)
+    assert re.search(r"other settings \(.*prompt", cli_error(capsys, _eval_argv(assets, baseline, "--prompt", "Q: {} A:")))
 
 
 def _free_port() -> int:
@@ -182,9 +189,17 @@ def test_accelerate_two_cpu_processes_match_one(baseline, assets, tmp_path):
         (["--device", "gpu0"], "`--device` must be a torch device"),
     ],
 )
-def test_argument_errors(assets, tmp_path, extra, message):
-    with pytest.raises(ValueError, match=message):
-        _eval(assets, tmp_path / "out", *extra)
+def test_argument_errors(assets, tmp_path, extra, message, capsys, monkeypatch):
+    # Checked before anything heavy: neither the dataset nor the model may be loaded for a bad option.
+    import catp_blip2.evaluation.command as command
+    import catp_blip2.evaluation.datasets as datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loaded before the options were checked")
+
+    monkeypatch.setattr(datasets, "load_vqa_dataset", refuse)
+    monkeypatch.setattr(command, "load_model_and_processor", refuse)
+    assert re.search(message, cli_error(capsys, _eval_argv(assets, tmp_path / "out", *extra)))
 
 
 def test_method_items_parse_to_full_settings():

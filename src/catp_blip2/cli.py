@@ -1,4 +1,9 @@
-"""`catp-blip2` command line: one subcommand per module, each with `add_arguments(parser)` and `run(args)`."""
+"""`catp-blip2` command line: one subcommand per module, each with `add_arguments(parser)` and `run(args)`.
+
+One error style for every subcommand: bad input raises a `ValueError` (or `FileNotFoundError`) that names the
+option, the value and what is allowed; it is printed as `catp-blip2 <command>: error: <message>` with exit status 2
+and no traceback, as argparse does for its own checks. Each command checks its options before loading anything.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("catp_blip2.hub.export", "write a variant (configs/*.json) as a self-contained Hub-ready model folder"),
     "train-synthetic": ("catp_blip2.toy.training", "train the embedded tiny BLIP-2 on the synthetic shapes task (CPU)"),
     "push": ("catp_blip2.hub.push", "export a variant and upload it to the Hugging Face Hub (--dry-run lists the upload)"),
-    "bench": ("catp_blip2.bench.runner", "time and measure memory of CATP vs stock BLIP-2 on the same weights (bench.json/md/png)"),
+    "bench": ("catp_blip2.bench.command", "time and measure memory of CATP vs stock BLIP-2 on the same weights (bench.json/md/png)"),
     "eval": ("catp_blip2.evaluation.command", "VQA accuracy of a BLIP-2 checkpoint, unpruned and for every pruning method x k (resumable)"),
 }
 
@@ -29,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = importlib.import_module(args._module).run(args)
+    try:
+        result = importlib.import_module(args._module).run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"catp-blip2 {args.command}: error: {error}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+import copy
+from typing import Any, Sequence
 
 from huggingface_hub.dataclasses import strict
 from transformers import Blip2Config
 
-from .scoring import PRUNING_METHODS as _METHOD_REGISTRY
-from .scoring import VOTE_AGGREGATIONS as _AGGREGATION_REGISTRY
-
-PRUNING_METHODS = tuple(_METHOD_REGISTRY)
-VOTE_LAYER_NAMES = ("first", "last", "all")
-IMAGE_TOKEN_WEIGHTINGS = ("none", "vit_attention")
-VOTE_AGGREGATIONS = tuple(_AGGREGATION_REGISTRY)
-
-# Settings that live on CatpConfig and nowhere in a stock Blip2Config.
-PRUNING_SETTINGS = (
-    "pruning_method",
-    "num_kept_query_tokens",
-    "vote_layers",
-    "vote_layer_weights",
-    "image_token_weighting",
-    "vote_aggregation",
-    "pruning_seed",
+from .scoring import (
+    CORE_SETTINGS,
+    IMAGE_TOKEN_WEIGHTINGS,
+    PRUNING_METHODS,
+    VOTE_AGGREGATIONS,
+    VOTE_LAYER_NAMES,
+    method_settings,
 )
+
+
+def pruning_settings() -> tuple[str, ...]:
+    """Every pruning setting a `CatpConfig` holds: the two core ones, then each registered method's (read live)."""
+    return (*CORE_SETTINGS, *method_settings())
+
+
+def default_pruning_settings() -> dict[str, Any]:
+    """Every pruning setting at its default: what a config that names none of them holds."""
+    defaults = {"pruning_method": "catp", "num_kept_query_tokens": None}
+    return {**defaults, **{name: copy.deepcopy(s.default) for name, s in method_settings().items()}}
+
+
+class _LiveNames(Sequence[str]):
+    """A tuple-like view of `pruning_settings()` that follows the registry (methods may be registered later)."""
+
+    def __getitem__(self, index):
+        return pruning_settings()[index]
+
+    def __len__(self) -> int:
+        return len(pruning_settings())
+
+    def __repr__(self) -> str:
+        return repr(pruning_settings())
+
+
+PRUNING_SETTINGS: Sequence[str] = _LiveNames()
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _bad(name: str, value: Any, allowed: str) -> ValueError:
@@ -45,8 +58,11 @@ class CatpConfig(Blip2Config):
     r"""
     Configuration of [`CatpBlip2ForConditionalGeneration`]: every `Blip2Config` field plus the pruning settings.
 
+    Settings of methods registered later (`scoring.register_pruning_method`) are accepted too, with their declared
+    defaults and checks.
+
     pruning_method (`str`, defaults to `"catp"`):
-        How query tokens are scored: `"catp"` (cross-attention votes), `"l2"` (norm of the Q-Former output token),
+        How query tokens are scored (any name in `scoring.PRUNING_METHODS`): `"catp"` (cross-attention votes), `"l2"` (norm of the Q-Former output token),
         `"self_attention"` (attention received in the Q-Former self-attention), `"position"` (keep the first k),
         `"random"` (a seeded random k) or `"none"` (keep all; identical to stock BLIP-2).
     num_kept_query_tokens (`int`, *optional*):
@@ -69,14 +85,11 @@ class CatpConfig(Blip2Config):
     model_type = "catp_blip2"
 
     # Typed `Any` on purpose: `@strict` type errors are not ValueErrors, and every bad setting must raise a
-    # ValueError that names the setting, the value and what is allowed (see `check_pruning_settings`).
+    # ValueError that names the setting, the value and what is allowed (see `check_pruning_settings`). The
+    # methods' own settings are no fields: each is declared once, in its method's registry entry
+    # (`scoring.register_pruning_method`), and stored as a plain attribute, so a method registered later brings its own.
     pruning_method: Any = "catp"
     num_kept_query_tokens: Any = None
-    vote_layers: Any = "first"
-    vote_layer_weights: Any = None
-    image_token_weighting: Any = "none"
-    vote_aggregation: Any = "rank"
-    pruning_seed: Any = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -120,66 +133,27 @@ class CatpConfig(Blip2Config):
         """Raise a `ValueError` naming the first invalid pruning setting, its value and what is allowed.
 
         Called at construction and again by the model at every call, since settings may be changed in between.
+        A registered method's setting that this config does not hold yet takes its declared default.
         """
         if self.pruning_method not in PRUNING_METHODS:
-            raise _bad("pruning_method", self.pruning_method, f"one of {PRUNING_METHODS}")
+            raise _bad("pruning_method", self.pruning_method, f"one of {tuple(PRUNING_METHODS)}")
         q = self.num_query_tokens
         k = self.num_kept_query_tokens
         if k is not None and not (_is_int(k) and 1 <= k <= q):
             raise _bad("num_kept_query_tokens", k, f"None or an integer in 1..{q} (num_query_tokens)")
-
-        n = self.num_cross_attention_layers
-        layers = self.vote_layers
-        if isinstance(layers, str):
-            if layers not in VOTE_LAYER_NAMES:
-                raise _bad("vote_layers", layers, f"one of {VOTE_LAYER_NAMES} or a list of positions in 0..{n - 1}")
-        elif isinstance(layers, (list, tuple)):
-            if (
-                not layers
-                or not all(_is_int(i) and 0 <= i < n for i in layers)
-                or len(set(layers)) != len(layers)
-            ):
-                raise _bad(
-                    "vote_layers",
-                    layers,
-                    f"a non-empty list of distinct positions among the {n} cross-attention layers (0..{n - 1})",
-                )
-            self.vote_layers = list(layers)
-        else:
-            raise _bad("vote_layers", layers, f"one of {VOTE_LAYER_NAMES} or a list of positions in 0..{n - 1}")
-
-        weights = self.vote_layer_weights
-        if weights is not None:
-            expected = len(self.voting_layer_positions())
-            if (
-                not isinstance(weights, (list, tuple))
-                or len(weights) != expected
-                or not all(_is_real(w) and w >= 0 for w in weights)
-                or not any(w > 0 for w in weights)
-            ):
-                raise _bad(
-                    "vote_layer_weights",
-                    weights,
-                    f"None or {expected} non-negative finite numbers, not all zero (one per voting layer of "
-                    f"vote_layers={self.vote_layers!r})",
-                )
-            self.vote_layer_weights = list(weights)
-
-        if self.image_token_weighting not in IMAGE_TOKEN_WEIGHTINGS:
-            raise _bad("image_token_weighting", self.image_token_weighting, f"one of {IMAGE_TOKEN_WEIGHTINGS}")
-        if self.vote_aggregation not in VOTE_AGGREGATIONS:
-            raise _bad("vote_aggregation", self.vote_aggregation, f"one of {VOTE_AGGREGATIONS}")
-        if not _is_int(self.pruning_seed):
-            raise _bad("pruning_seed", self.pruning_seed, "an integer")
+        for name, setting in method_settings().items():
+            value = getattr(self, name) if name in vars(self) else copy.deepcopy(setting.default)
+            try:
+                setattr(self, name, setting.check(value, self))
+            except ValueError as error:
+                raise _bad(name, value, str(error)) from None
 
     @classmethod
     def from_blip2_config(cls, config: Blip2Config, **pruning_settings: Any) -> "CatpConfig":
         """A `CatpConfig` with every field of a stock `Blip2Config` and the given pruning settings."""
         unknown = set(pruning_settings) - set(PRUNING_SETTINGS)
         if unknown:
-            raise ValueError(
-                f"Unknown pruning setting(s) {sorted(unknown)}; allowed: {list(PRUNING_SETTINGS)}."
-            )
+            raise ValueError(f"Unknown pruning setting(s) {sorted(unknown)}; allowed: {list(PRUNING_SETTINGS)}.")
         values = config.to_dict()
         for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
             values.pop(key, None)
@@ -187,4 +161,13 @@ class CatpConfig(Blip2Config):
         return cls(**values)
 
 
-__all__ = ["CatpConfig", "PRUNING_METHODS", "PRUNING_SETTINGS"]
+__all__ = [
+    "CatpConfig",
+    "IMAGE_TOKEN_WEIGHTINGS",
+    "PRUNING_METHODS",
+    "PRUNING_SETTINGS",
+    "VOTE_AGGREGATIONS",
+    "VOTE_LAYER_NAMES",
+    "default_pruning_settings",
+    "pruning_settings",
+]

@@ -189,6 +189,7 @@ class CatpBlip2ForConditionalGeneration(Blip2ForConditionalGeneration):
             "seed": config.pruning_seed,
             "device": query_output.device,
         }
+        available.update({setting.name: getattr(config, setting.name) for setting in method.settings})
         with torch.no_grad():
             return method.score(**{name: available[name] for name in method.inputs})
 

@@ -2,13 +2,15 @@
 
 Shapes: B batch, Q query tokens, N image tokens, H heads, D hidden size, L voting layers.
 Every score function returns a float tensor of shape (B, Q); higher means "keep".
-Adding a method = one function here + one `PRUNING_METHODS` entry; the config accepts every registered name.
+Adding a method = one score function + one `register_pruning_method` call (here, or at run time from any module);
+its settings are declared in that call, and `CatpConfig`, the model and `catp-blip2 eval` accept it at once.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -141,28 +143,191 @@ def no_pruning_scores(batch_size: int, num_queries: int, device: torch.device | 
     return torch.zeros(batch_size, num_queries, device=device)
 
 
+# ---- settings: what a method can be told, each declared once with its default and its check -------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A pruning setting that a method takes, stored on `CatpConfig` under `name`.
+
+    `check(value, config)` returns the value as it is stored (normalised: a tuple becomes a list) or raises a
+    ValueError whose message says what is allowed; `config` is the `CatpConfig` being checked, for limits that
+    depend on the model's shape or on settings checked before (settings are checked in registration order).
+    """
+
+    name: str
+    default: Any
+    check: Callable[[Any, Any], Any]
+    help: str = ""
+
+
+VOTE_LAYER_NAMES = ("first", "last", "all")
+IMAGE_TOKEN_WEIGHTINGS = ("none", "vit_attention")
+
+
+def _check_vote_layers(value: Any, config: Any) -> Any:
+    n = config.num_cross_attention_layers
+    if isinstance(value, str) and value in VOTE_LAYER_NAMES:
+        return value
+    if isinstance(value, (list, tuple)):
+        if value and all(_is_int(i) and 0 <= i < n for i in value) and len(set(value)) == len(value):
+            return list(value)
+        raise ValueError(f"a non-empty list of distinct positions among the {n} cross-attention layers (0..{n - 1})")
+    raise ValueError(f"one of {VOTE_LAYER_NAMES} or a list of positions in 0..{n - 1}")
+
+
+def _check_vote_layer_weights(value: Any, config: Any) -> Any:
+    if value is None:
+        return None
+    expected = len(config.voting_layer_positions())
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == expected
+        and all(_is_real(w) and w >= 0 for w in value)
+        and any(w > 0 for w in value)
+    ):
+        return list(value)
+    raise ValueError(
+        f"None or {expected} non-negative finite numbers, not all zero (one per voting layer of "
+        f"vote_layers={config.vote_layers!r})"
+    )
+
+
+def _one_of(choices: Callable[[], Sequence[str]]) -> Callable[[Any, Any], Any]:
+    """A check accepting the names `choices()` gives at check time (a registry may grow)."""
+
+    def check(value: Any, config: Any) -> Any:
+        allowed = tuple(choices())
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"one of {allowed}")
+        return value
+
+    return check
+
+
+def _check_seed(value: Any, config: Any) -> Any:
+    if not _is_int(value):
+        raise ValueError("an integer")
+    return value
+
+
+VOTE_LAYERS = Setting(
+    "vote_layers", "first", _check_vote_layers,
+    "which Q-Former cross-attention layers vote: 'first', 'last', 'all' or positions among them (0-based)",
+)
+VOTE_LAYER_WEIGHTS = Setting(
+    "vote_layer_weights", None, _check_vote_layer_weights, "one non-negative weight per voting layer (None: all 1)"
+)
+IMAGE_TOKEN_WEIGHTING = Setting(
+    "image_token_weighting", "none", _one_of(lambda: IMAGE_TOKEN_WEIGHTINGS),
+    "'vit_attention' weights each image token's votes by the attention it receives in the ViT's last layer",
+)
+VOTE_AGGREGATION = Setting(
+    "vote_aggregation", "rank", _one_of(lambda: VOTE_AGGREGATIONS),
+    "'rank': Borda points (the paper); 'soft': each voter's attention normalised over the queries",
+)
+PRUNING_SEED = Setting("pruning_seed", 0, _check_seed, "seed of the random selection")
+
+
+# ---- the registry ------------------------------------------------------------------------------------------------
+
+# What the model computes and hands to a score function, by name. A method may also take its own settings by name.
+MODEL_INPUTS = (
+    "cross_attentions",  # L x (B, H, Q, N): the voting layers' cross-attention probabilities
+    "layer_weights",  # L floats, from vote_layers / vote_layer_weights
+    "image_token_weights",  # (B, N) or None, from image_token_weighting
+    "aggregation",  # vote_aggregation
+    "self_attentions",  # one (B, H, Q, Q) per Q-Former layer
+    "query_output",  # (B, Q, D) Q-Former output
+    "batch_size",
+    "num_queries",
+    "seed",  # pruning_seed
+    "device",
+)
+
+
 @dataclass(frozen=True)
 class PruningMethod:
-    """A score function and the names of the inputs the model must supply to it as keyword arguments.
+    """A score function, the inputs the model must pass it (by keyword), and the settings it takes.
 
-    Input names the model knows: `cross_attentions`, `layer_weights`, `image_token_weights`, `aggregation`,
-    `self_attentions`, `query_output`, `batch_size`, `num_queries`, `seed`, `device`.
+    `inputs` name entries of `MODEL_INPUTS` or of this method's own `settings`.
     """
 
     score: Callable[..., torch.Tensor]
     inputs: tuple[str, ...]
+    settings: tuple[Setting, ...] = ()
 
 
-PRUNING_METHODS: dict[str, PruningMethod] = {
-    "catp": PruningMethod(
-        catp_scores, ("cross_attentions", "layer_weights", "image_token_weights", "aggregation")
-    ),
-    "l2": PruningMethod(l2_scores, ("query_output",)),
-    "self_attention": PruningMethod(self_attention_scores, ("self_attentions",)),
-    "position": PruningMethod(position_scores, ("batch_size", "num_queries", "device")),
-    "random": PruningMethod(random_scores, ("batch_size", "num_queries", "seed", "device")),
-    "none": PruningMethod(no_pruning_scores, ("batch_size", "num_queries", "device")),
-}
+PRUNING_METHODS: dict[str, PruningMethod] = {}
+# Settings every config has whatever the method: not for a method to declare.
+CORE_SETTINGS = ("pruning_method", "num_kept_query_tokens")
+
+
+def method_settings() -> dict[str, Setting]:
+    """Every setting of every registered method, by name, in registration order (read live)."""
+    found: dict[str, Setting] = {}
+    for method in PRUNING_METHODS.values():
+        for setting in method.settings:
+            found.setdefault(setting.name, setting)
+    return found
+
+
+def register_pruning_method(
+    name: str,
+    score: Callable[..., torch.Tensor],
+    inputs: Sequence[str],
+    settings: Sequence[Setting] = (),
+    overwrite: bool = False,
+) -> PruningMethod:
+    """Add a method to `PRUNING_METHODS`; `CatpConfig`, the model and `catp-blip2 eval --methods` accept it at once.
+
+    Args:
+        name: the `pruning_method` value that selects it.
+        score: returns (B, Q) float scores, higher kept first; called with the keyword arguments named in `inputs`.
+        inputs: names from `MODEL_INPUTS` or of `settings`.
+        settings: the method's own `Setting`s (a name another method declares must be that same `Setting`).
+        overwrite: replace a method registered under `name`.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"`name` must be a Python identifier (a `pruning_method` value); got {name!r}.")
+    if name in PRUNING_METHODS and not overwrite:
+        raise ValueError(f"`name` {name!r} is already a pruning method; pass overwrite=True to replace it.")
+    known = method_settings()
+    for setting in settings:
+        if setting.name in CORE_SETTINGS or setting.name in MODEL_INPUTS:
+            raise ValueError(f"`settings`: {setting.name!r} is reserved; pick another setting name.")
+        if setting.name in known and known[setting.name] is not setting:
+            raise ValueError(
+                f"`settings`: {setting.name!r} is already declared by another method; reuse that `Setting` or rename."
+            )
+    allowed = set(MODEL_INPUTS) | {s.name for s in settings}
+    unknown = [i for i in inputs if i not in allowed]
+    if unknown:
+        raise ValueError(f"`inputs` {unknown} are neither model inputs {list(MODEL_INPUTS)} nor the method's settings.")
+    method = PruningMethod(score, tuple(inputs), tuple(settings))
+    PRUNING_METHODS[name] = method
+    return method
+
+
+register_pruning_method(
+    "catp",
+    catp_scores,
+    ("cross_attentions", "layer_weights", "image_token_weights", "aggregation"),
+    (VOTE_LAYERS, VOTE_LAYER_WEIGHTS, IMAGE_TOKEN_WEIGHTING, VOTE_AGGREGATION),
+)
+register_pruning_method("l2", l2_scores, ("query_output",))
+register_pruning_method("self_attention", self_attention_scores, ("self_attentions",))
+register_pruning_method("position", position_scores, ("batch_size", "num_queries", "device"))
+register_pruning_method("random", random_scores, ("batch_size", "num_queries", "seed", "device"), (PRUNING_SEED,))
+register_pruning_method("none", no_pruning_scores, ("batch_size", "num_queries", "device"))
 
 
 def select_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -183,8 +348,13 @@ def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
+    "CORE_SETTINGS",
+    "MODEL_INPUTS",
     "PRUNING_METHODS",
     "PruningMethod",
+    "Setting",
+    "method_settings",
+    "register_pruning_method",
     "borda_points",
     "catp_scores",
     "gather_tokens",

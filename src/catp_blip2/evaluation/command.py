@@ -3,7 +3,7 @@
 With no arguments it evaluates the embedded tiny model on the embedded synthetic set. For real BLIP-2 on VQAv2 with
 the paper's protocol, see the README section "Evaluation". Runs data parallel under `accelerate launch` (each
 process answers a share of the questions; the main process writes). Outputs are described in
-`catp_blip2.evaluation.runner`; the table is also printed to stdout, progress goes to stderr.
+`catp_blip2.evaluation.results`; the table is also printed to stdout, progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import DTYPES, EMBEDDED, load_catp_model, resolve_checkpoint
-from .runner import DEFAULT_KEEP, DEFAULT_METHODS, DEFAULT_PROMPT
+from .datasets import check_sample
+from .generation import GenerationSettings
+from .inputs import DEFAULT_VQA_PROMPT, check_prompt
+from .sweep import DEFAULT_KEEP, DEFAULT_METHODS, build_sweep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values (query tokens kept)")
 
     generation = parser.add_argument_group("generation (defaults: the paper's protocol)")
-    generation.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt with '{}' for the question")
+    generation.add_argument("--prompt", default=DEFAULT_VQA_PROMPT, help="prompt with '{}' for the question")
     generation.add_argument(
         "--question-format",
         default="lavis",
@@ -138,6 +141,17 @@ def set_cpu_threads(model: Any, num_threads: int | None) -> None:
         torch.set_num_threads(1)
 
 
+def load_base_config(args: argparse.Namespace) -> Any:
+    """The checkpoint's config alone (a small file), so the sweep is checked before a model or dataset is loaded."""
+    from ..configuration_catp import CatpConfig
+
+    location = resolve_checkpoint(args.model, "--model")
+    try:
+        return CatpConfig.from_pretrained(location)
+    except OSError as error:  # an unknown Hub id, or the Hub out of reach
+        raise ValueError(f"`--model` {args.model!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -148,15 +162,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    from .report import plot_accuracy_vs_k, write_markdown
-    from .datasets import load_vqa_dataset
-    from .runner import GenerationSettings, build_sweep, check_prompt, run_sweep, write_atomic
-
-    _check_args(args)
-    prompt = check_prompt(args.prompt)
+def _generation(args: argparse.Namespace) -> GenerationSettings:
     generation = GenerationSettings(
         num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens,
@@ -165,13 +171,11 @@ def _run(args: argparse.Namespace) -> int:
         newline_eos=args.newline_eos,
     )
     generation.check()
-    state = PartialState()
-    dataset = load_vqa_dataset(args.dataset, split=args.split, fraction=args.fraction, seed=args.seed, limit=args.limit)
-    device = args.device or state.device
-    model, processor = load_model_and_processor(args, device)
-    set_cpu_threads(model, args.num_threads)
-    configurations = build_sweep(list(args.methods), list(args.keep), model.config)
+    return generation
 
+
+def _run_record(args: argparse.Namespace, dataset: Any, generation: GenerationSettings) -> tuple[dict, dict]:
+    """The results' header, and the settings a resumed run must share (not device, batch size or process count)."""
     dataset_entry = {
         "id": args.dataset,
         "split": None if args.dataset == EMBEDDED else args.split,
@@ -181,17 +185,51 @@ def _run(args: argparse.Namespace) -> int:
     }
     question_ids = json.dumps(list(dataset["question_id"]))
     header = {"model": args.model, "dataset": dataset_entry, "num_questions": len(dataset)}
-    # What a resumed run must share with the stored results (not device, batch size or process count).
     settings = {
         "model": args.model,
         "processor": args.processor,
         "dataset": dataset_entry,
         "question_ids_sha1": hashlib.sha1(question_ids.encode()).hexdigest(),
-        "prompt": prompt,
+        "prompt": args.prompt,
         "question_format": args.question_format,
         "generation": asdict(generation),
         "dtype": args.dtype,
     }
+    return header, settings
+
+
+def _report(outcome: Any, out: Path, configurations: list) -> None:
+    from .report import plot_accuracy_vs_k, write_markdown
+
+    table = write_markdown(outcome.results, out / "results.md")
+    plot_accuracy_vs_k(outcome.results, out / "accuracy_vs_k.png")
+    skipped = len(configurations) - len(outcome.evaluated)
+    print(table)
+    print(
+        f"[eval] {len(outcome.evaluated)} configuration(s) evaluated, {skipped} already in {out}; wrote "
+        f"{out / 'results.json'}, results.md, accuracy_vs_k.png and predictions/",
+        file=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .datasets import load_vqa_dataset
+    from .runner import run_sweep
+
+    # Every option first, then the small config file, then the sweep: a typo costs no download.
+    _check_args(args)
+    check_prompt(args.prompt)
+    generation = _generation(args)
+    check_sample(args.fraction, args.seed, args.limit)
+    configurations = build_sweep(list(args.methods), list(args.keep), load_base_config(args))
+
+    state = PartialState()
+    dataset = load_vqa_dataset(args.dataset, split=args.split, fraction=args.fraction, seed=args.seed, limit=args.limit)
+    model, processor = load_model_and_processor(args, args.device or state.device)
+    set_cpu_threads(model, args.num_threads)
+    header, settings = _run_record(args, dataset, generation)
     out = Path(args.out)
     outcome = run_sweep(
         model,
@@ -201,26 +239,16 @@ def _run(args: argparse.Namespace) -> int:
         out,
         header,
         settings,
-        prompt=prompt,
+        prompt=args.prompt,
         question_format=args.question_format,
         batch_size=args.batch_size,
         generation=generation,
         state=state,
     )
     if state.is_main_process:
-        results = outcome.results
-        write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-        table = write_markdown(results, out / "results.md")
-        plot_accuracy_vs_k(results, out / "accuracy_vs_k.png")
-        skipped = len(configurations) - len(outcome.evaluated)
-        print(table)
-        print(
-            f"[eval] {len(outcome.evaluated)} configuration(s) evaluated, {skipped} already in {out}; wrote "
-            f"{out / 'results.json'}, results.md, accuracy_vs_k.png and predictions/",
-            file=sys.stderr,
-        )
+        _report(outcome, out, configurations)
     state.wait_for_everyone()
     return 0
 
 
-__all__ = ["add_arguments", "load_model_and_processor", "run"]
+__all__ = ["add_arguments", "load_base_config", "load_model_and_processor", "run"]

@@ -1,6 +1,12 @@
-"""VQA evaluation data through `datasets`: lmms-lab/VQAv2 by Hub id, local copies in its schema, or the embedded set.
+"""Evaluation data through `datasets`: a registry of dataset formats, and loading by Hub id, local copy or "embedded".
 
-Every source gives a `datasets.Dataset` with at least the columns of `REQUIRED_COLUMNS`; `answers` may be the
+A `DatasetFormat` is one benchmark's layout: its Hub id and default split, the columns it must have, how one of its
+rows (without the image) becomes the common question record (`question_id`, `question`, `answers` as strings,
+`answer_type`, `question_type`), and the `Metric` that scores predictions against those answers. The runner sees
+only records, images and the metric, so a new benchmark is one format entry (`register_dataset_format`).
+`DATASET_FORMATS["vqav2"]` is lmms-lab/VQAv2:
+
+every source gives a `datasets.Dataset` with at least the columns of `REQUIRED_COLUMNS`; `answers` may be the
 lmms-lab list of 10 dicts (`answer`, `answer_confidence`, `answer_id`) or a plain list of strings, and
 `answer_type` / `question_type` are optional (missing ones read as "unknown").
 
@@ -16,8 +22,11 @@ over LAVIS's own copy of the annotations. `limit` then keeps the first `limit` r
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from .metrics import VQA_ACCURACY, Metric
 
 EMBEDDED = "embedded"
 REQUIRED_COLUMNS = ("question_id", "question", "image", "answers")
@@ -129,12 +138,89 @@ def sample_indices(num_rows: int, fraction: float | None, seed: int) -> list[int
     return sorted(chosen.tolist())
 
 
+def answer_strings(answers: list[Any]) -> list[str]:
+    """The human answers of one row as strings (lmms-lab dicts or plain strings)."""
+    return [a["answer"] if isinstance(a, dict) else a for a in answers]
+
+
+def row_type(row: dict[str, Any], column: str) -> str:
+    """`answer_type` / `question_type` of a row, "unknown" where the dataset lacks it."""
+    value = row.get(column)
+    return UNKNOWN_TYPE if value is None else str(value)
+
+
+def check_sample(fraction: float | None, seed: int, limit: int | None) -> None:
+    """Raise a ValueError naming the first bad sampling option (before any data is loaded)."""
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"`fraction` must be a number in (0, 1] or None; got {fraction!r}.")
+    if limit is not None and not (isinstance(limit, int) and limit >= 1):
+        raise ValueError(f"`limit` must be a positive integer or None; got {limit!r}.")
+    if not isinstance(seed, int):
+        raise ValueError(f"`seed` must be an integer; got {seed!r}.")
+
+
+def vqav2_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The question record of one lmms-lab/VQAv2 row (its text columns)."""
+    return {
+        "question_id": row["question_id"],
+        "question": row["question"],
+        "answers": answer_strings(row["answers"]),
+        "answer_type": row_type(row, "answer_type"),
+        "question_type": row_type(row, "question_type"),
+    }
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One benchmark's layout (see the module docstring).
+
+    `check(dataset, source)` raises a ValueError naming what is wrong with a loaded dataset's columns or rows;
+    `to_record(row)` maps a row without its `image` to the question record.
+    """
+
+    name: str
+    hub_id: str | None
+    default_split: str
+    check: Callable[[Any, str], None]
+    to_record: Callable[[dict[str, Any]], dict[str, Any]]
+    metric: Metric
+
+
+DATASET_FORMATS: dict[str, DatasetFormat] = {}
+
+
+def register_dataset_format(dataset_format: DatasetFormat, overwrite: bool = False) -> DatasetFormat:
+    """Add a format to `DATASET_FORMATS` (under its `name`); `load_vqa_dataset(dataset_format=name)` accepts it."""
+    if dataset_format.name in DATASET_FORMATS and not overwrite:
+        raise ValueError(f"dataset format {dataset_format.name!r} is already registered; pass overwrite=True.")
+    DATASET_FORMATS[dataset_format.name] = dataset_format
+    return dataset_format
+
+
+VQAV2 = register_dataset_format(
+    DatasetFormat("vqav2", LMMS_LAB_VQAV2, "validation", check_columns, vqav2_record, VQA_ACCURACY)
+)
+
+
+def get_dataset_format(name: str) -> DatasetFormat:
+    if name not in DATASET_FORMATS:
+        raise ValueError(f"`--dataset-format` must be one of {list(DATASET_FORMATS)}; got {name!r}.")
+    return DATASET_FORMATS[name]
+
+
+def question_records(dataset: Any, dataset_format: DatasetFormat = VQAV2) -> list[dict[str, Any]]:
+    """The question record of every row, in order (images are not decoded)."""
+    text = dataset.remove_columns(["image"])[:]
+    return [dataset_format.to_record({column: values[i] for column, values in text.items()}) for i in range(len(dataset))]
+
+
 def load_vqa_dataset(
     source: str = EMBEDDED,
     split: str = "validation",
     fraction: float | None = None,
     seed: int = 42,
     limit: int | None = None,
+    dataset_format: str = "vqav2",
 ) -> Any:
     """Load a VQA evaluation set as a `datasets.Dataset`, sampled and limited.
 
@@ -146,17 +232,14 @@ def load_vqa_dataset(
         fraction: keep a seeded random `fraction` (0 < fraction <= 1) of the rows (see the module docstring).
         seed: seed of that sample (42 in the paper).
         limit: then keep at most the first `limit` rows.
+        dataset_format: the name of its `DatasetFormat` (`DATASET_FORMATS`), whose check it must pass.
     """
     if not isinstance(source, str) or not source:
         raise ValueError(f"`dataset` must be a non-empty string (Hub id, local path or {EMBEDDED!r}); got {source!r}.")
-    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
-        raise ValueError(f"`fraction` must be a number in (0, 1] or None; got {fraction!r}.")
-    if limit is not None and not (isinstance(limit, int) and limit >= 1):
-        raise ValueError(f"`limit` must be a positive integer or None; got {limit!r}.")
-    if not isinstance(seed, int):
-        raise ValueError(f"`seed` must be an integer; got {seed!r}.")
+    check_sample(fraction, seed, limit)
+    checked_format = get_dataset_format(dataset_format)
     dataset = _load_source(source, split)
-    check_columns(dataset, source)
+    checked_format.check(dataset, source)
     dataset = _as_images(dataset, source)
     indices = sample_indices(len(dataset), fraction, seed)
     if limit is not None:
@@ -171,24 +254,21 @@ def load_vqa_dataset(
     return dataset
 
 
-def answer_strings(answers: list[Any]) -> list[str]:
-    """The human answers of one row as strings (lmms-lab dicts or plain strings)."""
-    return [a["answer"] if isinstance(a, dict) else a for a in answers]
-
-
-def row_type(row: dict[str, Any], column: str) -> str:
-    """`answer_type` / `question_type` of a row, "unknown" where the dataset lacks it."""
-    value = row.get(column)
-    return UNKNOWN_TYPE if value is None else str(value)
-
-
 __all__ = [
+    "DATASET_FORMATS",
+    "DatasetFormat",
     "EMBEDDED",
+    "VQAV2",
     "LMMS_LAB_VQAV2",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "answer_strings",
     "check_columns",
+    "check_sample",
+    "get_dataset_format",
+    "question_records",
+    "register_dataset_format",
+    "vqav2_record",
     "load_vqa_dataset",
     "row_type",
     "sample_indices",

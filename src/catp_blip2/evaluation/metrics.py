@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 # The `evaluate` metric module wrapping these functions: `evaluate.load(str(VQA_ACCURACY_PATH))`.
 VQA_ACCURACY_PATH: Path = Path(__file__).resolve().parent / "vqa_accuracy"
@@ -157,6 +158,17 @@ def vqa_accuracy(prediction: str, answers: Sequence[str] | Sequence[dict]) -> fl
     return total / len(human)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """How one prediction is scored against a question's reference answers, in 0..1 (reported in percent)."""
+
+    name: str
+    score: Callable[[str, Sequence[str]], float]
+
+
+VQA_ACCURACY = Metric("vqa_accuracy", vqa_accuracy)
+
+
 def vqa_accuracy_scores(predictions: Sequence[str], references: Sequence[Sequence[str] | Sequence[dict]]) -> list[float]:
     """`vqa_accuracy` of each (prediction, human answers) pair, in 0..1."""
     if len(predictions) != len(references):
@@ -188,8 +200,10 @@ def accuracy_breakdown(scores: Sequence[float], groups: Sequence[str]) -> dict[s
 __all__ = [
     "ARTICLES",
     "CONTRACTIONS",
+    "Metric",
     "NUMBER_WORDS",
     "PUNCTUATION",
+    "VQA_ACCURACY",
     "VQA_ACCURACY_PATH",
     "accuracy_breakdown",
     "clean_whitespace",

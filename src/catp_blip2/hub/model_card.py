@@ -15,7 +15,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, hf_hub_download
 
-from ..configuration_catp import CatpConfig
+from ..configuration_catp import PRUNING_SETTINGS, CatpConfig
+from ..scoring import method_settings
 from ..pipeline_catp import DEFAULT_VQA_PROMPT
 from .variants import Variant, is_hub_model_id
 
@@ -123,7 +124,7 @@ def _row_matches(row: dict[str, Any], config: CatpConfig) -> bool:
         row_k = row["num_kept_query_tokens"] or config.num_query_tokens
         if row_k != config.kept_query_tokens:
             return False
-    for key in ("vote_layers", "vote_layer_weights", "image_token_weighting", "vote_aggregation", "pruning_seed"):
+    for key in method_settings():  # the methods' own settings; method and k are compared above
         if key in row and row[key] != getattr(config, key):
             return False
     return True
@@ -203,10 +204,7 @@ def build_model_card(
             "paper's numbers, not measurements of this export."
         )
 
-    settings = [(key, json.dumps(getattr(config, key))) for key in (
-        "pruning_method", "num_kept_query_tokens", "vote_layers", "vote_layer_weights",
-        "image_token_weighting", "vote_aggregation", "pruning_seed",
-    )]
+    settings = [(key, json.dumps(getattr(config, key))) for key in PRUNING_SETTINGS]
     aggregation_text = (
         f"Borda points: the query it attends least gets 0, the most {total - 1}"
         if config.vote_aggregation == "rank"

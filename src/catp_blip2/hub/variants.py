@@ -30,14 +30,13 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
 from ..checkpoints import EMBEDDED, resolve_checkpoint
-from ..configuration_catp import PRUNING_SETTINGS, CatpConfig
+from ..configuration_catp import PRUNING_SETTINGS, CatpConfig, default_pruning_settings
 
 # A base that names the tiny model embedded in this package (`catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR`).
 EMBEDDED_BASE = EMBEDDED
 
 REQUIRED_KEYS = ("name", "base_model")
 OPTIONAL_KEYS = ("description", "repo_name", "license")
-VARIANT_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + PRUNING_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,11 @@ class Variant:
             ) from None
 
 
+def variant_keys() -> tuple[str, ...]:
+    """Every key a variant file may hold: its own, then every pruning setting (read live from the registry)."""
+    return REQUIRED_KEYS + OPTIONAL_KEYS + tuple(PRUNING_SETTINGS)
+
+
 def _error(source: Path | str, message: str) -> ValueError:
     return ValueError(f"Invalid variant file {str(source)!r}: {message}")
 
@@ -91,9 +95,10 @@ def variant_from_dict(data: Any, source: Path | str = "<dict>") -> Variant:
     """Validate a variant's JSON content and build the `Variant`. Raises `ValueError` saying what is wrong."""
     if not isinstance(data, dict):
         raise _error(source, f"the top level must be a JSON object; got {type(data).__name__}.")
-    unknown = sorted(set(data) - set(VARIANT_KEYS))
+    allowed = variant_keys()
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise _error(source, f"unknown key(s) {unknown}; allowed keys: {list(VARIANT_KEYS)}.")
+        raise _error(source, f"unknown key(s) {unknown}; allowed keys: {list(allowed)}.")
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise _error(source, f"missing required key(s) {missing}.")
@@ -117,8 +122,7 @@ def variant_from_dict(data: Any, source: Path | str = "<dict>") -> Variant:
     # Defaults first, then the file's values; CatpConfig is the single place that judges them. The standard
     # BLIP-2 shape (32 query tokens, 12 Q-Former layers, cross-attention every 2nd) is what every public
     # checkpoint has; the real base is checked again at export.
-    defaults = {key: getattr(CatpConfig, key) for key in PRUNING_SETTINGS}
-    pruning = {**defaults, **{key: data[key] for key in PRUNING_SETTINGS if key in data}}
+    pruning = {**default_pruning_settings(), **{key: data[key] for key in PRUNING_SETTINGS if key in data}}
     try:
         checked = CatpConfig(**pruning)
     except ValueError as error:
@@ -169,7 +173,7 @@ def is_hub_model_id(base: str) -> bool:
 
 __all__ = [
     "EMBEDDED_BASE",
-    "VARIANT_KEYS",
+    "variant_keys",
     "Variant",
     "is_hub_model_id",
     "load_variant",

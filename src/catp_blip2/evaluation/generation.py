@@ -1,0 +1,80 @@
+"""Generation in `catp-blip2 eval`: the decoding settings (the paper's protocol by default) and the answer loop."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .inputs import EvalInputs
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The paper's decoding by default: beam search with 5 beams, 1 to 10 new tokens, length_penalty 0, and
+    (LAVIS's OPT setting) a newline ends the answer."""
+
+    num_beams: int = 5
+    max_new_tokens: int = 10
+    min_new_tokens: int = 1
+    length_penalty: float = 0.0
+    newline_eos: bool = True
+
+    def check(self) -> None:
+        for name, minimum in (("num_beams", 1), ("max_new_tokens", 1), ("min_new_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`--{name.replace('_', '-')}` must be an integer >= {minimum}; got {value!r}.")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"`--min-new-tokens` ({self.min_new_tokens}) must be <= `--max-new-tokens` ({self.max_new_tokens})."
+            )
+
+    def generate_kwargs(self, tokenizer: Any, model: Any) -> dict[str, Any]:
+        """transformers `generate` arguments. The reference code's `max_len` and `min_len` count new tokens (it
+        generated from embeddings alone), hence `max_new_tokens` / `min_new_tokens` here."""
+        kwargs: dict[str, Any] = {
+            "do_sample": False,
+            "num_beams": self.num_beams,
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        if self.num_beams > 1:  # length_penalty only means something to beam search
+            kwargs["length_penalty"] = self.length_penalty
+        if self.newline_eos:
+            newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+            eos = model.generation_config.eos_token_id
+            eos = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
+            # Only where "\n" is one real token (OPT's "Ċ"); a tokenizer that drops or splits it has no newline to stop at.
+            if len(newline) == 1 and newline[0] != tokenizer.unk_token_id and newline[0] not in eos:
+                kwargs["eos_token_id"] = eos + newline
+        return kwargs
+
+
+def generate_answers(
+    model: Any, processor: Any, inputs: EvalInputs, generate_kwargs: dict[str, Any], decoder_only: bool, progress: bool
+) -> list[str]:
+    """The answers of this process's questions under the model's current pruning settings."""
+    from tqdm.auto import tqdm
+
+    answers: list[str] = []
+    device = model.device
+    # The vision encoder's dtype, not model.dtype: the Q-Former and query tokens stay float32 in half-precision loads.
+    pixel_dtype = next(model.vision_model.parameters()).dtype
+    batches = tqdm(inputs, total=len(inputs), desc="batches", unit="batch", leave=False, disable=not progress, file=sys.stderr)
+    for batch in batches:
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
+        with torch.inference_mode():
+            out = model.generate(**batch, **generate_kwargs)
+        # Decoder-only: the sequences start with our own prompt (the core's contract), whatever k is.
+        new_tokens = out[:, batch["input_ids"].shape[1] :] if decoder_only else out
+        answers.extend(text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True))
+    return answers
+
+
+__all__ = ["GenerationSettings", "generate_answers"]

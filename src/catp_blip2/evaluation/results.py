@@ -1,0 +1,156 @@
+"""The output folder of `catp-blip2 eval`: `results.json` and `predictions/`, written atomically, read to resume.
+
+- `results.json`: {"model", "dataset", "metric", "num_questions", "settings", "results": [entry, ...]}, an entry
+  being {"method", "pruning_settings", "num_kept_query_tokens", "accuracy" (0-100), "accuracy_by_answer_type",
+  "accuracy_by_question_type", "relative_to_unpruned", "seconds", "predictions_file"};
+- `predictions/<configuration>.jsonl`: one line per question (question_id, question, prediction, answers,
+  accuracy in 0-100, answer_type, question_type).
+
+A finished configuration is recognised by its full pruning settings and k; `settings` (model, dataset, sample,
+prompt, generation, dtype) must equal the stored ones, or the run is refused. `ResultsFolder` is the one place that
+writes `results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .metrics import Metric, accuracy_breakdown, mean_percent
+from .sweep import UNPRUNED, Configuration, configuration_key
+
+RESULTS_FILE = "results.json"
+PREDICTIONS_DIR = "predictions"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and os.replace, so a killed run leaves the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_results(out: Path) -> dict[str, Any] | None:
+    path = out / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`--out` {str(out)!r}: {RESULTS_FILE} is not valid JSON ({error}); use another --out.") from None
+
+
+def check_compatible(stored: dict[str, Any], settings: dict[str, Any], out: Path) -> None:
+    """Refuse to add results measured under other settings to an existing output folder."""
+    previous = stored.get("settings")
+    if previous is None:
+        raise ValueError(f"`--out` {str(out)!r} holds a {RESULTS_FILE} without run settings; use another --out.")
+    differing = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
+    if differing:
+        details = "; ".join(f"{key}: stored {previous.get(key)!r}, now {settings.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"`--out` {str(out)!r} holds results of a run with other settings ({details}). Results would mix: "
+            "use another --out, or delete that folder to start over."
+        )
+
+
+def score_configuration(
+    configuration: Configuration, records: list[dict[str, Any]], predictions: list[str], metric: Metric
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The results entry (without relative/seconds/file) and the per-question lines of one configuration."""
+    scores = [metric.score(prediction, record["answers"]) for prediction, record in zip(predictions, records)]
+    lines = [
+        {
+            "question_id": record["question_id"],
+            "question": record["question"],
+            "prediction": prediction,
+            "answers": record["answers"],
+            "accuracy": 100.0 * score,
+            "answer_type": record["answer_type"],
+            "question_type": record["question_type"],
+        }
+        for record, prediction, score in zip(records, predictions, scores)
+    ]
+    entry = {
+        "method": configuration.method,
+        "pruning_settings": configuration.pruning_settings,
+        "num_kept_query_tokens": configuration.num_kept_query_tokens,
+        "accuracy": mean_percent(scores),
+        "accuracy_by_answer_type": accuracy_breakdown(scores, [r["answer_type"] for r in records]),
+        "accuracy_by_question_type": accuracy_breakdown(scores, [r["question_type"] for r in records]),
+    }
+    return entry, lines
+
+
+class ResultsFolder:
+    """The finished entries of one output folder, and their atomic writes (main process only)."""
+
+    def __init__(
+        self, out: str | os.PathLike, header: dict[str, Any], settings: dict[str, Any], configurations: list[Configuration]
+    ) -> None:
+        self.out = Path(out)
+        self.header = header
+        self.settings = settings
+        self.configurations = configurations
+        stored = load_results(self.out)
+        if stored is not None:
+            check_compatible(stored, settings, self.out)
+        entries = (stored or {}).get("results", [])
+        self.finished = {configuration_key(e["pruning_settings"], e["num_kept_query_tokens"]): e for e in entries}
+        # This run's item names label its entries (the same settings may have been written differently before).
+        for configuration in configurations:
+            if configuration.key in self.finished:
+                self.finished[configuration.key]["method"] = configuration.method
+
+    def pending(self) -> list[Configuration]:
+        return [c for c in self.configurations if c.key not in self.finished]
+
+    def results(self) -> dict[str, Any]:
+        """The `results.json` content: this sweep's entries in sweep order, then earlier entries it does not name."""
+        names = {c.key for c in self.configurations}
+        ordered = [self.finished[c.key] for c in self.configurations if c.key in self.finished]
+        rest = [e for key, e in self.finished.items() if key not in names]
+        return {**self.header, "settings": self.settings, "results": ordered + rest}
+
+    def _unpruned_accuracy(self) -> float | None:
+        unpruned = [e for e in self.finished.values() if e["pruning_settings"]["pruning_method"] == UNPRUNED]
+        return unpruned[0]["accuracy"] if unpruned else None
+
+    def record(self, configuration: Configuration, entry: dict[str, Any], lines: list[dict[str, Any]], started: float) -> None:
+        """Write one finished configuration: its predictions first, then the entry that points at them, so a kill in
+        between only costs a rerun of this configuration."""
+        unpruned = entry["accuracy"] if configuration.pruning_settings["pruning_method"] == UNPRUNED else None
+        unpruned = self._unpruned_accuracy() if unpruned is None else unpruned
+        entry["relative_to_unpruned"] = entry["accuracy"] / unpruned if unpruned else None
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        entry["predictions_file"] = f"{PREDICTIONS_DIR}/{configuration.file_stem}.jsonl"
+        (self.out / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+        write_atomic(self.out / entry["predictions_file"], "".join(json.dumps(line) + "\n" for line in lines))
+        self.finished[configuration.key] = entry
+        self.write()
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.out / RESULTS_FILE, json.dumps(self.results(), indent=2) + "\n")
+
+
+@dataclass
+class SweepOutcome:
+    results: dict[str, Any]
+    evaluated: list[str] = field(default_factory=list)  # file stems of configurations run (not skipped) this time
+
+
+__all__ = [
+    "PREDICTIONS_DIR",
+    "RESULTS_FILE",
+    "ResultsFolder",
+    "SweepOutcome",
+    "check_compatible",
+    "load_results",
+    "score_configuration",
+    "write_atomic",
+]

@@ -1,0 +1,179 @@
+"""The sweep of `catp-blip2 eval`: which configurations (pruning method x k, plus the unpruned model) it evaluates.
+
+A `--methods` item is a method name, optionally with settings: "catp:vote_layers=all,vote_aggregation=soft". Every
+name in `scoring.PRUNING_METHODS` is accepted, and every pruning setting (read live from the registry, so a method
+registered at run time brings its own settings); the values are checked by `CatpConfig` itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..configuration_catp import PRUNING_METHODS, CatpConfig, default_pruning_settings, pruning_settings
+
+DEFAULT_METHODS = (
+    "catp",
+    "catp:image_token_weighting=vit_attention",
+    "catp:vote_aggregation=soft",
+    "l2",
+    "self_attention",
+    "position",
+    "random",
+)
+DEFAULT_KEEP = (32, 16, 8, 4, 2)
+UNPRUNED = "none"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One evaluated configuration: the method item as given, its full pruning settings and k."""
+
+    method: str
+    pruning_settings: dict[str, Any]
+    num_kept_query_tokens: int
+
+    @property
+    def key(self) -> str:
+        """Canonical identity (settings and k), used to recognise finished configurations."""
+        return configuration_key(self.pruning_settings, self.num_kept_query_tokens)
+
+    @property
+    def file_stem(self) -> str:
+        """A readable, unique file name for its predictions: the item, k, and a short hash of the key."""
+        readable = re.sub(r"[^A-Za-z0-9=.-]+", "_", self.method).strip("_")
+        digest = hashlib.sha1(self.key.encode()).hexdigest()[:8]
+        return f"{readable}__k{self.num_kept_query_tokens}__{digest}"
+
+
+def configuration_key(pruning_settings: dict[str, Any], k: int) -> str:
+    return json.dumps({**pruning_settings, "num_kept_query_tokens": k}, sort_keys=True)
+
+
+def _split_settings(text: str) -> list[str]:
+    """Split "a=1,b=[0,2]" at the commas outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _setting_value(text: str) -> Any:
+    """JSON when it parses (numbers, lists, null), the plain text otherwise ("all", "vit_attention")."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_method_item(item: str, base_config: CatpConfig) -> dict[str, Any]:
+    """Full pruning settings of a `--methods` item: "name" or "name:setting=value,setting=value".
+
+    Values are JSON where they parse ("vote_layers=[0,2]", "pruning_seed=3") and text otherwise
+    ("vote_layers=all"). They are checked by `CatpConfig.check_pruning_settings` on a copy of `base_config`; any
+    error names the item.
+    """
+    if not isinstance(item, str) or not item.strip():
+        raise ValueError(f"`--methods` items must be non-empty strings; got {item!r}.")
+    name, _, rest = item.partition(":")
+    name = name.strip()
+    allowed = [m for m in PRUNING_METHODS if m != UNPRUNED]
+    if name == UNPRUNED:
+        raise ValueError(f"`--methods` item {item!r}: the unpruned model is always evaluated; leave 'none' out.")
+    if name not in allowed:
+        raise ValueError(f"`--methods` item {item!r}: method {name!r} is not one of {allowed}.")
+    swept = swept_settings()
+    settings = {key: value for key, value in default_pruning_settings().items() if key in swept}
+    settings["pruning_method"] = name
+    if rest.strip():
+        for part in _split_settings(rest):
+            key, equals, value = part.partition("=")
+            key = key.strip()
+            if not equals or not key:
+                raise ValueError(
+                    f"`--methods` item {item!r}: settings must be written setting=value, separated by commas; got {part!r}."
+                )
+            if key not in swept or key == "pruning_method":
+                raise ValueError(
+                    f"`--methods` item {item!r}: {key!r} is not a pruning setting that can be swept; allowed: "
+                    f"{[s for s in swept if s != 'pruning_method']} (k comes from --keep)."
+                )
+            settings[key] = _setting_value(value.strip())
+    trial = copy.deepcopy(base_config)
+    for key, value in settings.items():
+        setattr(trial, key, value)
+    trial.num_kept_query_tokens = None
+    try:
+        trial.check_pruning_settings()
+    except ValueError as error:
+        raise ValueError(f"`--methods` item {item!r}: {error}") from None
+    # check_pruning_settings turns tuples into lists: take the checked values, so keys compare equal on resume.
+    return {key: getattr(trial, key) for key in swept}
+
+
+def swept_settings() -> tuple[str, ...]:
+    """The pruning settings every configuration sets (k is set separately): anything an item leaves out takes its
+    default, so a "catp" row means the same whatever the checkpoint's config.json says. Read live from the registry."""
+    return tuple(key for key in pruning_settings() if key != "num_kept_query_tokens")
+
+
+def unpruned_settings() -> dict[str, Any]:
+    swept = swept_settings()
+    settings = {key: value for key, value in default_pruning_settings().items() if key in swept}
+    settings["pruning_method"] = UNPRUNED
+    return settings
+
+
+def build_sweep(methods: list[str], keep: list[int], base_config: CatpConfig) -> list[Configuration]:
+    """The unpruned configuration, then every method item at every k (in the order given)."""
+    total = base_config.num_query_tokens
+    if not keep:
+        raise ValueError("`--keep` needs at least one k.")
+    for k in keep:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= total:
+            raise ValueError(f"`--keep` values must be integers in 1..{total} (the model's num_query_tokens); got {k!r}.")
+    if len(set(keep)) != len(keep):
+        raise ValueError(f"`--keep` values must be distinct; got {keep}.")
+    configurations = [Configuration(UNPRUNED, unpruned_settings(), total)]
+    seen: dict[str, str] = {}
+    for item in methods:
+        settings = parse_method_item(item, base_config)
+        canonical = json.dumps(settings, sort_keys=True)
+        if canonical in seen:
+            raise ValueError(f"`--methods` items {seen[canonical]!r} and {item!r} are the same configuration.")
+        seen[canonical] = item
+        configurations.extend(Configuration(item, settings, k) for k in keep)
+    return configurations
+
+
+def apply_configuration(model: Any, configuration: Configuration) -> None:
+    """Set the model's pruning settings for `configuration` (read by the model at call time)."""
+    for key, value in configuration.pruning_settings.items():
+        setattr(model.config, key, copy.deepcopy(value))
+    model.config.num_kept_query_tokens = configuration.num_kept_query_tokens
+    model.config.check_pruning_settings()
+
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "DEFAULT_METHODS",
+    "UNPRUNED",
+    "Configuration",
+    "apply_configuration",
+    "build_sweep",
+    "configuration_key",
+    "parse_method_item",
+    "swept_settings",
+    "unpruned_settings",
+]
