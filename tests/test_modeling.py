@@ -158,7 +158,7 @@ def test_only_voting_layers_are_hooked_and_hooks_are_removed(pair, processor):
     before = {id(m): len(m._forward_hooks) for m in model.modules()}  # transformers keeps hooks of its own
     with model._record_attentions(("cross_attentions",)):
         hooked = [m for m in model.modules() if len(m._forward_hooks) > before[id(m)]]
-    assert hooked == [model._cross_attention_modules()[-1]]
+    assert hooked == [model.family.cross_attentions(model)[-1]]
     assert {id(m): len(m._forward_hooks) for m in model.modules()} == before
 
 
