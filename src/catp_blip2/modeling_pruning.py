@@ -208,6 +208,16 @@ class CatpQFormerMixin:
         positions = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :new_length]
         return {name: None if t is None else _gather_positions(t, positions) for name, t in tensors.items()}
 
+    def _text_inputs(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs_embeds (B, L, D), attention_mask (B, L)), embedding `input_ids` and masking nothing where not given."""
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        return inputs_embeds, attention_mask
+
     def _placeholders(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         return self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds).squeeze(-1)
 
@@ -242,10 +252,7 @@ class CatpQFormerMixin:
             batch, count = image.pooler_output.shape[:2]
             kept = torch.arange(count, device=image.pooler_output.device).expand(batch, count)
 
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
         compact_labels = (
             labels is not None
             and self.config.use_decoder_only_language_model
@@ -313,11 +320,7 @@ class CatpQFormerMixin:
         if inputs_embeds is None and input_ids is None:
             start = [self.config.image_token_id] * self.config.num_query_tokens + [self.config.text_config.bos_token_id]
             input_ids = torch.tensor([start], dtype=torch.long, device=pixel_values.device).repeat(batch_size, 1)
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-
+        inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
         placeholders = self._placeholders(input_ids, inputs_embeds)
         compacted = self._drop_pruned_placeholders(
             placeholders,
@@ -337,15 +340,20 @@ class CatpQFormerMixin:
                     generate_kwargs[name] -= removed
 
         outputs = self.language_model.generate(**inputs, **generate_kwargs)
-
         if decoder_only and input_ids is not None and removed:
-            sequences = outputs if isinstance(outputs, torch.Tensor) else outputs.sequences
-            per_input = sequences.shape[0] // batch_size
-            prefix = input_ids.to(sequences.device).repeat_interleave(per_input, dim=0)
-            sequences = torch.cat([prefix, sequences[:, embeds.shape[1] :]], dim=1)
-            if isinstance(outputs, torch.Tensor):
-                return sequences
-            outputs.sequences = sequences
+            return self._with_caller_prefix(outputs, input_ids, embeds.shape[1])
+        return outputs
+
+    @staticmethod
+    def _with_caller_prefix(outputs: Any, input_ids: torch.Tensor, compact_length: int) -> Any:
+        """Sequences (B * n, compact_length + new) -> (B * n, L + new): the caller's prompt, then the new tokens."""
+        sequences = outputs if isinstance(outputs, torch.Tensor) else outputs.sequences
+        per_input = sequences.shape[0] // input_ids.shape[0]
+        prefix = input_ids.to(sequences.device).repeat_interleave(per_input, dim=0)
+        sequences = torch.cat([prefix, sequences[:, compact_length:]], dim=1)
+        if isinstance(outputs, torch.Tensor):
+            return sequences
+        outputs.sequences = sequences
         return outputs
 
 

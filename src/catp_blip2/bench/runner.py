@@ -345,43 +345,28 @@ def _result_row(
     }
 
 
+def _target(target: str, batch_size: int, value: float, limit: str, met: bool) -> dict[str, Any]:
+    return {"target": target, "batch_size": batch_size, "value": value, "limit": limit, "met": met}
+
+
 def evaluate_targets(results: list[dict[str, Any]], settings: BenchSettings) -> list[dict[str, Any]]:
     """The issue's targets, checked per batch size where the benchmark has the configurations they need."""
     targets = []
     for row in results:
-        b = row["batch_size"]
-        if row["method"] == "catp" and row["k"] == 32:
+        if row["method"] != "catp":
+            continue
+        b, k = row["batch_size"], row["k"]
+        if k == 32:
             ratio = row["end_to_end_ratio_vs_stock"]
-            targets.append(
-                {
-                    "target": "CATP k=32 end to end within 3% of stock",
-                    "batch_size": b,
-                    "value": ratio,
-                    "limit": "0.97 <= ratio <= 1.03",
-                    "met": 0.97 <= ratio <= 1.03,
-                }
-            )
-        if row["method"] == "catp":
-            targets.append(
-                {
-                    "target": f"scoring overhead under 1% of end-to-end generate (k={row['k']})",
-                    "batch_size": b,
-                    "value": row["scoring_overhead_fraction"],
-                    "limit": "< 0.01",
-                    "met": row["scoring_overhead_fraction"] < 0.01,
-                }
-            )
-        if row["method"] == "catp" and row["k"] == 8:
+            targets.append(_target("CATP k=32 end to end within 3% of stock", b, ratio, "0.97 <= ratio <= 1.03",
+                                   0.97 <= ratio <= 1.03))
+        overhead = row["scoring_overhead_fraction"]
+        targets.append(_target(f"scoring overhead under 1% of end-to-end generate (k={k})", b, overhead, "< 0.01",
+                               overhead < 0.01))
+        if k == 8:
             fraction = row["prefill_speedup_fraction_of_ideal"]
-            targets.append(
-                {
-                    "target": "prefill speed-up at k=8 at least 90% of the FLOP ideal",
-                    "batch_size": b,
-                    "value": fraction,
-                    "limit": ">= 0.90",
-                    "met": fraction >= 0.90,
-                }
-            )
+            targets.append(_target("prefill speed-up at k=8 at least 90% of the FLOP ideal", b, fraction, ">= 0.90",
+                                   fraction >= 0.90))
     return targets
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import DTYPES, EMBEDDED, load_catp_model, resolve_checkpoint
+from ..scoring import PRUNING_METHODS
 from .datasets import check_sample
 from .generation import GenerationSettings
 from .inputs import DEFAULT_VQA_PROMPT, check_prompt
@@ -49,16 +50,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seed", type=int, default=42, help="seed of --fraction (paper: 42)")
     data.add_argument("--limit", type=int, default=None, help="then at most this many questions")
 
+    _add_sweep_arguments(parser)
+    _add_generation_arguments(parser)
+    model.add_argument(
+        "--num-threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for models under 50M parameters, else torch's default)",
+    )
+    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval); reruns resume")
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument(
         "--methods",
         nargs="+",
         default=list(DEFAULT_METHODS),
         help="pruning methods, each 'name' or 'name:setting=value,...' (e.g. catp:vote_layers=all,vote_aggregation=soft); "
-        "the unpruned model is always evaluated",
+        f"names: {', '.join(m for m in PRUNING_METHODS if m != 'none')}; the unpruned model is always evaluated "
+        "(default: %(default)s)",
     )
-    sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values (query tokens kept)")
+    sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values, query tokens kept (default: %(default)s)")
 
+
+def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     generation = parser.add_argument_group("generation (defaults: the paper's protocol)")
     generation.add_argument("--prompt", default=DEFAULT_VQA_PROMPT, help="prompt with '{}' for the question")
     generation.add_argument(
@@ -68,24 +84,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lavis (default): lower-case and strip punctuation as the reference code did; raw: as in the dataset",
     )
     generation.add_argument("--batch-size", type=int, default=32, help="questions per generate call (per process)")
-    generation.add_argument("--num-beams", type=int, default=5)
-    generation.add_argument("--max-new-tokens", type=int, default=10)
-    generation.add_argument("--min-new-tokens", type=int, default=1)
-    generation.add_argument("--length-penalty", type=float, default=0.0)
+    generation.add_argument("--num-beams", type=int, default=5, help="(default: %(default)s)")
+    generation.add_argument("--max-new-tokens", type=int, default=10, help="(default: %(default)s)")
+    generation.add_argument("--min-new-tokens", type=int, default=1, help="(default: %(default)s)")
+    generation.add_argument("--length-penalty", type=float, default=0.0, help="beam search only (default: %(default)s)")
     generation.add_argument(
         "--newline-eos",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also stop at a newline token where the tokenizer has one (the reference code's OPT setting)",
     )
-
-    model.add_argument(
-        "--num-threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch (default: 1 for models under 50M parameters, else torch's default)",
-    )
-    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval); reruns resume")
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -109,26 +109,4 @@ class EvalInputs:
                 yield self.make_batch(start)
 
 
-def preprocess(
-    dataset: Any,
-    indices: list[int],
-    processor: Any,
-    prompt: str,
-    question_format: str,
-    batch_size: int,
-    decoder_only: bool,
-    num_query_tokens: int,
-    image_token_id: int | None,
-    progress: bool = False,
-) -> EvalInputs:
-    """The batches of `indices` (see `EvalInputs`), with the tokenizer padding on the side the model needs."""
-    # Decoder-only language models continue the prompt, so the padding must be on the left.
-    padding_side = "left" if decoder_only else "right"
-    inputs = EvalInputs(
-        dataset, indices, processor, prompt, question_format, batch_size, num_query_tokens, image_token_id, padding_side
-    )
-    inputs.prepare(progress)
-    return inputs
-
-
-__all__ = ["CACHE_LIMIT_BYTES", "DEFAULT_VQA_PROMPT", "EvalInputs", "QUESTION_FORMATS", "check_prompt", "lavis_question", "preprocess"]
+__all__ = ["CACHE_LIMIT_BYTES", "DEFAULT_VQA_PROMPT", "EvalInputs", "QUESTION_FORMATS", "check_prompt", "lavis_question"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from .datasets import VQAV2, DatasetFormat, question_records
 from .generation import GenerationSettings, generate_answers
-from .inputs import DEFAULT_VQA_PROMPT, EvalInputs, preprocess
+from .inputs import DEFAULT_VQA_PROMPT, EvalInputs
 from .results import ResultsFolder, SweepOutcome, score_configuration
 from .sweep import Configuration, apply_configuration
 
@@ -34,18 +34,20 @@ def _share_inputs(
     """This process's contiguous share of the questions, as processor batches."""
     decoder_only = bool(getattr(model.config, "use_decoder_only_language_model", True))
     with state.split_between_processes(list(range(len(dataset)))) as share:
-        return preprocess(
+        inputs = EvalInputs(
             dataset,
             list(share),
             processor,
             prompt,
             question_format,
             batch_size,
-            decoder_only,
             model.config.num_query_tokens,
             getattr(model.config, "image_token_id", None),
-            state.is_main_process,
+            # Decoder-only language models continue the prompt, so the padding must be on the left.
+            padding_side="left" if decoder_only else "right",
         )
+    inputs.prepare(progress=state.is_main_process)
+    return inputs
 
 
 def _gathered_predictions(

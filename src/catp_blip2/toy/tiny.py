@@ -55,6 +55,38 @@ def tiny_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> PreTrainedTokenizerF
     return tokenizer
 
 
+def _tiny_text_config(
+    language_model: Literal["opt", "t5"], vocab_size: int, hidden_size: int, heads: int, text_layers: int
+) -> OPTConfig | T5Config:
+    """The language model's config: ids 0, 1, 2 are pad, BOS, EOS as in `tiny_tokenizer()`."""
+    special = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    if language_model == "opt":
+        return OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            word_embed_proj_dim=hidden_size,
+            ffn_dim=2 * hidden_size,
+            num_hidden_layers=text_layers,
+            num_attention_heads=heads,
+            max_position_embeddings=128,
+            **special,
+        )
+    elif language_model == "t5":
+        return T5Config(
+            vocab_size=vocab_size,
+            d_model=hidden_size,
+            d_kv=hidden_size // heads,
+            d_ff=2 * hidden_size,
+            num_layers=text_layers,
+            num_decoder_layers=text_layers,
+            num_heads=heads,
+            decoder_start_token_id=0,
+            **special,
+        )
+    else:
+        raise ValueError(f"`language_model` must be 'opt' or 't5'; got {language_model!r}.")
+
+
 def tiny_blip2_config(
     language_model: Literal["opt", "t5"] = "opt",
     vocab_size: int | None = None,
@@ -89,32 +121,7 @@ def tiny_blip2_config(
         encoder_hidden_size=hidden_size,
         vocab_size=vocab_size,
     )
-    special = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-    if language_model == "opt":
-        text = OPTConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            word_embed_proj_dim=hidden_size,
-            ffn_dim=2 * hidden_size,
-            num_hidden_layers=text_layers,
-            num_attention_heads=heads,
-            max_position_embeddings=128,
-            **special,
-        )
-    elif language_model == "t5":
-        text = T5Config(
-            vocab_size=vocab_size,
-            d_model=hidden_size,
-            d_kv=hidden_size // heads,
-            d_ff=2 * hidden_size,
-            num_layers=text_layers,
-            num_decoder_layers=text_layers,
-            num_heads=heads,
-            decoder_start_token_id=0,
-            **special,
-        )
-    else:
-        raise ValueError(f"`language_model` must be 'opt' or 't5'; got {language_model!r}.")
+    text = _tiny_text_config(language_model, vocab_size, hidden_size, heads, text_layers)
     return Blip2Config(
         vision_config=vision.to_dict(),
         qformer_config=qformer.to_dict(),
