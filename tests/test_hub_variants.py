@@ -12,6 +12,7 @@ from huggingface_hub import HfApi
 from catp_blip2.cli import main
 from catp_blip2.hub.export import CODE_FILES
 from catp_blip2.hub.variants import EMBEDDED_BASE, load_variant, variant_from_dict
+from conftest import cli_error
 
 TESTS = Path(__file__).parent
 CONFIGS = TESTS.parent / "configs"
@@ -92,8 +93,58 @@ def test_variant_that_does_not_fit_the_base(tmp_path, capsys):
 def test_export_refuses_non_empty_out(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    assert main(["export", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k4.json"), "--out", str(tmp_path / "out")]) == 2
-    assert "is not empty" in capsys.readouterr().err
+    err = cli_error(capsys, ["export", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k4.json"), "--out", str(tmp_path / "out")])
+    assert "`--out`" in err and "is not empty" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["absent", "empty"])
+def test_export_checks_max_shard_size_before_writing(tmp_path, capsys, existing):
+    """A bad size is refused up front: nothing is loaded or written (the base is a stand-in that would load)."""
+    base = make_standin(tmp_path / "stock", "opt")
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    argv = ["export", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k4.json"), "--base", str(base),
+            "--out", str(out), "--max-shard-size", "lots"]
+    assert "`--max-shard-size` must be a positive size" in cli_error(capsys, argv)
+    assert (list(out.iterdir()) == []) if existing else not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        (["--base", "my-org/no-such-model"], "`--base` 'my-org/no-such-model' could not be loaded"),
+        (["--base", "{tmp}/missing"], "`--base` '{tmp}/missing': no such folder"),
+        (["--base", "{tmp}/not-a-checkpoint"], "`--base` '{tmp}/not-a-checkpoint' could not be loaded"),
+        (["--results", "{tmp}/results.json"], "Results file '{tmp}/results.json' does not exist"),
+        (["--dtype", "float8"], "invalid choice: 'float8'"),
+    ],
+    ids=["unknown-hub-id", "missing-folder", "folder-without-checkpoint", "missing-results", "dtype"],
+)
+def test_export_names_the_bad_option(tmp_path, capsys, argv_tail, message):
+    (tmp_path / "not-a-checkpoint").mkdir()
+    (tmp_path / "not-a-checkpoint" / "config.json").write_text("{}")
+    out = tmp_path / "out"
+    argv = ["export", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k4.json"), "--out", str(out),
+            *[arg.format(tmp=tmp_path) for arg in argv_tail]]
+    if argv_tail[0] == "--dtype":  # an argparse choice: argparse's own exit 2
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2 and message in capsys.readouterr().err
+    else:
+        assert message.format(tmp=tmp_path) in cli_error(capsys, argv)
+    assert not out.exists()
+
+
+def test_export_names_the_variant_files_base_model(tmp_path, capsys):
+    variant = _write(tmp_path, {**GOOD, "base_model": "my-org/no-such-model"})
+    err = cli_error(capsys, ["export", "--variant", str(variant), "--out", str(tmp_path / "out")])
+    assert f"Variant file {str(variant)!r}: `base_model` 'my-org/no-such-model' could not be loaded" in err
+    missing = _write(tmp_path, {**GOOD, "base_model": str(tmp_path / "gone")}, "missing.json")
+    err = cli_error(capsys, ["export", "--variant", str(missing), "--out", str(tmp_path / "out")])
+    assert f"Variant file {str(missing)!r}: `base_model` {str(tmp_path / 'gone')!r}: no such folder" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture
@@ -146,5 +197,11 @@ def test_push_creates_repo_and_uploads_the_export(tmp_path, capsys, no_hub):
 
 def test_push_rejects_bad_repo_id(capsys):
     argv = ["push", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k4.json"), "--repo-id", "bad id!", "--dry-run"]
-    assert main(argv) == 2
-    assert "--repo-id 'bad id!' is not a valid Hub repo id" in capsys.readouterr().err
+    assert "`--repo-id` 'bad id!' is not a valid Hub repo id" in cli_error(capsys, argv)
+
+
+def test_push_reports_a_base_that_does_not_load(tmp_path, capsys, no_hub):
+    argv = ["push", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k4.json"), "--base", "my-org/no-such-model",
+            "--repo-id", "my-org/k4", "--out", str(tmp_path / "out")]
+    assert "`--base` 'my-org/no-such-model' could not be loaded" in cli_error(capsys, argv)
+    assert no_hub == [] and not (tmp_path / "out").exists()

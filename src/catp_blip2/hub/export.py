@@ -11,24 +11,33 @@ model's own code (so `trust_remote_code=True` loads it where catp_blip2 is not i
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoConfig, AutoProcessor
+from transformers.utils.hub import convert_file_size_to_int
 
-from ..checkpoints import DTYPES, check_dtype
+from ..checkpoints import DTYPES, check_dtype, resolve_checkpoint
 from ..configuration_catp import CatpConfig
 from .model_card import build_model_card, load_results, resolve_license
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
 from ..pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
-from .variants import Variant, load_variant, resolve_base
+from .variants import Variant, load_variant
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the model core sits at the package root
 # The model core: flat modules importing only each other (relatively), torch and transformers. transformers
 # copies a remote-code module together with the modules it imports relatively, so these are all it needs.
-CODE_FILES = ("configuration_catp.py", "scoring.py", "modeling_catp.py", "pipeline_catp.py")
+CODE_FILES = (
+    "configuration_catp.py",
+    "scoring.py",
+    "modeling_qformer.py",
+    "modeling_pruning.py",
+    "modeling_catp.py",
+    "pipeline_catp.py",
+)
 MODEL_CLASS = f"modeling_catp.{CatpBlip2ForConditionalGeneration.__name__}"
 AUTO_MAP = {
     "AutoConfig": f"configuration_catp.{CatpConfig.__name__}",
@@ -58,6 +67,77 @@ class ExportResult:
     license_source: str
 
 
+def check_max_shard_size(size: str | int) -> int:
+    """`size` in bytes (an integer, or an integer and a unit: "5GB", "300KB"); a ValueError naming `--max-shard-size`."""
+    try:
+        parsed = convert_file_size_to_int(size)
+    except (ValueError, TypeError):
+        parsed = None
+    if not isinstance(parsed, int) or parsed <= 0:
+        raise ValueError(
+            f"`--max-shard-size` must be a positive size, an integer followed by a unit such as '5GB' or '300KB'; "
+            f"got {size!r}."
+        )
+    return parsed
+
+
+def check_out(out: str | Path, overwrite: bool) -> Path:
+    """The export folder `out`, checked without writing: a folder (or a path one can be created at), empty unless
+    `overwrite`, and writable."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`--out` {str(out)!r} exists and is not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"`--out` {str(out)!r} is not empty; choose an empty folder or pass --overwrite.")
+    existing = next(parent for parent in (out, *out.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"`--out` {str(out)!r}: {str(existing)!r} is a file, so no folder can be created there.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"`--out` {str(out)!r}: {str(existing)!r} is not writable.")
+    return out
+
+
+@dataclass(frozen=True)
+class BaseSource:
+    """Where the base checkpoint comes from, for messages: `--base VALUE`, or the variant file's `base_model`."""
+
+    option: str
+    value: str
+    context: str = ""  # what precedes the option in a message: the variant file, when the base is its `base_model`
+
+    @classmethod
+    def of(cls, variant: Variant, base: str | None) -> "BaseSource":
+        if base is not None:
+            return cls("--base", base)
+        return cls("base_model", variant.base_model, f"Variant file {str(variant.source or variant.name)!r}: ")
+
+    def error(self, message: str) -> ValueError:
+        return ValueError(f"{self.context}`{self.option}` {self.value!r} {message}")
+
+
+def _load_base(source: BaseSource, variant: Variant) -> tuple[str, CatpConfig, Any]:
+    """(location, the variant's CatpConfig on the base, the base's processor). Loading errors (an unknown Hub id, a
+    folder that is no checkpoint) become ValueErrors naming the option and the value."""
+    try:
+        location = resolve_checkpoint(source.value, source.option)
+    except ValueError as error:
+        raise ValueError(f"{source.context}{error}") from None
+    try:
+        base_config = AutoConfig.from_pretrained(location)
+        processor = AutoProcessor.from_pretrained(location)
+    except (OSError, ValueError) as error:
+        raise source.error(f"could not be loaded (a BLIP-2 checkpoint folder or a reachable Hub id): {error}") from error
+    config = variant.catp_config(base_config)
+    processor_queries = getattr(processor, "num_query_tokens", None)
+    if processor_queries != config.num_query_tokens:
+        # A Blip2Processor without num_query_tokens inserts no image placeholders and the image is silently ignored.
+        raise source.error(
+            f"has a processor with num_query_tokens={processor_queries!r}, but the model has "
+            f"num_query_tokens={config.num_query_tokens}; they must agree for the image tokens to be placed."
+        )
+    return location, config, processor
+
+
 def export_variant(
     variant: Variant,
     out: str | Path,
@@ -70,6 +150,9 @@ def export_variant(
 ) -> ExportResult:
     """Export `variant` into the folder `out` (created; must be empty unless `overwrite`).
 
+    Every option is checked, and the base's config and processor are loaded, before anything is written; bad
+    input raises a ValueError (or FileNotFoundError) naming the option and the value.
+
     Args:
         base: where to load the base checkpoint from (folder or Hub id); defaults to the variant's `base_model`.
         results_path: a `catp-blip2 eval` results file: adds the accuracy table and the card's model-index.
@@ -78,28 +161,12 @@ def export_variant(
         dtype: "auto" keeps the checkpoint's dtype.
     """
     check_dtype(dtype, "--dtype")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ValueError(f"--out {str(out)!r} is not empty; choose an empty folder or pass --overwrite.")
-        for pattern in STALE_PATTERNS:
-            for stale in out.glob(pattern):
-                stale.unlink()
-    results = load_results(results_path) if results_path is not None else None  # fail before the heavy work
+    check_max_shard_size(max_shard_size)
+    out = check_out(out, overwrite)
+    results = load_results(results_path) if results_path is not None else None
 
-    location = resolve_base(base or variant.base_model)
-    base_config = AutoConfig.from_pretrained(location)
-    config = variant.catp_config(base_config)
-    processor = AutoProcessor.from_pretrained(location)
-    processor_queries = getattr(processor, "num_query_tokens", None)
-    if processor_queries != config.num_query_tokens:
-        # A Blip2Processor without num_query_tokens inserts no image placeholders and the image is silently ignored.
-        raise ValueError(
-            f"The processor of {location!r} has num_query_tokens={processor_queries!r}, but the model has "
-            f"num_query_tokens={config.num_query_tokens}; they must agree for the image tokens to be placed."
-        )
+    source = BaseSource.of(variant, base)
+    location, config, processor = _load_base(source, variant)
     license_, license_source = resolve_license(variant, location)
     card = build_model_card(
         variant,
@@ -108,12 +175,18 @@ def export_variant(
         license_=license_,
         results=results,
     )
-    model = CatpBlip2ForConditionalGeneration.from_pretrained(location, config=config, dtype=dtype)
+    try:
+        model = CatpBlip2ForConditionalGeneration.from_pretrained(location, config=config, dtype=dtype)
+    except OSError as error:  # a config and processor without weights beside them
+        raise source.error(f"has weights that could not be loaded: {error}") from error
 
     # register_for_auto_class keeps only its last call, so auto_map is written whole.
     model.config.auto_map = dict(AUTO_MAP)
     model.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in STALE_PATTERNS:  # only reached with an empty folder or --overwrite
+        for stale in out.glob(pattern):
+            stale.unlink()
     model.save_pretrained(out, max_shard_size=max_shard_size)
     processor.save_pretrained(out)
     for name in CODE_FILES:
@@ -149,20 +222,15 @@ def describe(result: ExportResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        variant = load_variant(args.variant)
-        result = export_variant(
-            variant,
-            args.out,
-            base=args.base,
-            results_path=args.results,
-            repo_id=args.repo_id,
-            max_shard_size=args.max_shard_size,
-            dtype=args.dtype,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"catp-blip2 export: error: {error}", file=sys.stderr)
-        return 2
+    result = export_variant(
+        load_variant(args.variant),
+        args.out,
+        base=args.base,
+        results_path=args.results,
+        repo_id=args.repo_id,
+        max_shard_size=args.max_shard_size,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+    )
     print(describe(result))
     return 0

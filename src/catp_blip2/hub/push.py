@@ -55,28 +55,29 @@ def _upload(result: ExportResult, repo_id: str, private: bool) -> str:
     return str(repo_url)
 
 
-def run(args: argparse.Namespace) -> int:
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if it is a valid Hub repo id (ORG/NAME or NAME), else a ValueError naming `--repo-id`."""
     try:
-        validate_repo_id(args.repo_id)
+        validate_repo_id(repo_id)
     except HFValidationError as error:
-        print(f"catp-blip2 push: error: --repo-id {args.repo_id!r} is not a valid Hub repo id: {error}", file=sys.stderr)
-        return 2
+        raise ValueError(f"`--repo-id` {repo_id!r} is not a valid Hub repo id: {error}") from None
+    return repo_id
+
+
+def run(args: argparse.Namespace) -> int:
+    check_repo_id(args.repo_id)
+    variant = load_variant(args.variant)
     with tempfile.TemporaryDirectory(prefix="catp-export-") as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "model"
-        try:
-            variant = load_variant(args.variant)
-            result = export_variant(
-                variant,
-                out,
-                base=args.base,
-                results_path=args.results,
-                repo_id=args.repo_id,
-                max_shard_size=args.max_shard_size,
-                dtype=args.dtype,
-            )
-        except (ValueError, FileNotFoundError, OSError) as error:
-            print(f"catp-blip2 push: error: {error}", file=sys.stderr)
-            return 2
+        result = export_variant(
+            variant,
+            out,
+            base=args.base,
+            results_path=args.results,
+            repo_id=args.repo_id,
+            max_shard_size=args.max_shard_size,
+            dtype=args.dtype,
+        )
         print(describe(result))
         listing = upload_listing(result.folder)
         visibility = "private" if args.private else "public"
