@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,99 @@ def _accuracy_text(value: float, percent: bool) -> str:
     return f"{value:.2f}" if percent else f"{value:.4f}"
 
 
+@dataclass
+class ResultsSection:
+    """What a results file adds to the card: the accuracy table's rows, the model-index entries of the rows measured
+    with this export's settings, and the table's caption (dataset, model, number of questions)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    eval_results: list[EvalResult] = field(default_factory=list)
+    dataset_text: str | None = None
+    model_text: str | None = None
+    num_questions: int | None = None
+
+    @property
+    def this_result(self) -> bool:
+        """Whether some row was measured with this export's settings."""
+        return any(row["this"] for row in self.rows)
+
+
+def _eval_result(row: dict[str, Any], dataset: tuple[str, str | None, str | None], percent: bool) -> EvalResult:
+    """The model-index entry of one results row."""
+    dataset_id, dataset_config, dataset_split = dataset
+    return EvalResult(
+        task_type=PIPELINE_TAG,
+        task_name="Visual Question Answering",
+        dataset_type=dataset_id,
+        dataset_name=dataset_id,
+        dataset_config=dataset_config,
+        dataset_split=dataset_split,
+        metric_type="accuracy",
+        metric_name="VQA accuracy" + (" (%)" if percent else ""),
+        metric_value=round(float(row["accuracy"]), 4),
+    )
+
+
+def results_section(results: dict[str, Any] | None, config: CatpConfig) -> ResultsSection:
+    """The card's accuracy table and model-index from a `catp-blip2 eval` results file (empty without one)."""
+    section = ResultsSection()
+    if results is None:
+        return section
+    dataset = _dataset_fields(results.get("dataset"))
+    dataset_id, _, dataset_split = dataset
+    section.dataset_text = f"`{dataset_id}`" + (f" ({dataset_split} split)" if dataset_split else "")
+    section.model_text = results.get("model")
+    section.num_questions = results.get("num_questions")
+    total = config.num_query_tokens
+    # Accuracy in percent (VQA convention) or as a fraction: whatever the file holds, shown as it is.
+    percent = any(row["accuracy"] > 1 for row in results["results"])
+    for row in results["results"]:
+        this = _row_matches(row, config)
+        row_kept = total if row["method"] == "none" else (row["num_kept_query_tokens"] or total)
+        section.rows.append(
+            {"method": row["method"], "kept": f"{row_kept} / {total}", "accuracy": _accuracy_text(row["accuracy"], percent), "this": this}
+        )
+        if this:
+            section.eval_results.append(_eval_result(row, dataset, percent))
+    return section
+
+
+def paper_reference(variant: Variant, config: CatpConfig) -> str | None:
+    """The CATP paper's accuracy for this setting, when the paper measured it (BLIP-2 OPT-2.7b, its defaults)."""
+    kept = config.kept_query_tokens
+    if not (
+        variant.base_model == "Salesforce/blip2-opt-2.7b"
+        and config.pruning_method == "catp"
+        and config.vote_layers == "first"
+        and config.image_token_weighting == "none"
+        and config.vote_aggregation == "rank"
+        and kept in PAPER_OPT_27B
+    ):
+        return None
+    return (
+        f"For reference, the CATP paper reports VQAv2 accuracy of {PAPER_OPT_27B[kept]} for this setting "
+        f"({PAPER_OPT_27B['unpruned']} unpruned; 10% validation sample, beam search with 5 beams); those are the "
+        "paper's numbers, not measurements of this export."
+    )
+
+
+def aggregation_text(config: CatpConfig) -> str:
+    """How the votes are counted, in words (the card's method section)."""
+    text = (
+        f"Borda points: the query it attends least gets 0, the most {config.num_query_tokens - 1}"
+        if config.vote_aggregation == "rank"
+        else "soft votes: each voter splits one vote over the queries in proportion to its attention"
+    )
+    if config.image_token_weighting == "vit_attention":
+        text += "; each image token's votes are weighted by the attention it receives in the ViT's last layer"
+    return text
+
+
+def settings_table(config: CatpConfig) -> list[tuple[str, str]]:
+    """(setting, JSON value) of every pruning setting, in the registry's order (read live)."""
+    return [(key, json.dumps(getattr(config, key))) for key in PRUNING_SETTINGS]
+
+
 def build_model_card(
     variant: Variant,
     config: CatpConfig,
@@ -145,77 +239,21 @@ def build_model_card(
     """Render the card of `variant` exported with `config`, to be published as `repo_id`."""
     base_model_id = variant.base_model if is_hub_model_id(variant.base_model) else None
     kept, total = config.kept_query_tokens, config.num_query_tokens
-
-    rows: list[dict[str, Any]] = []
-    eval_results: list[EvalResult] = []
-    this_result = False
-    dataset_text = model_text = num_questions = None
-    if results is not None:
-        dataset_id, dataset_config, dataset_split = _dataset_fields(results.get("dataset"))
-        dataset_text = f"`{dataset_id}`" + (f" ({dataset_split} split)" if dataset_split else "")
-        model_text = results.get("model")
-        num_questions = results.get("num_questions")
-        # Accuracy in percent (VQA convention) or as a fraction: whatever the file holds, shown as it is.
-        percent = any(row["accuracy"] > 1 for row in results["results"])
-        for row in results["results"]:
-            this = _row_matches(row, config)
-            this_result = this_result or this
-            row_kept = total if row["method"] == "none" else (row["num_kept_query_tokens"] or total)
-            rows.append(
-                {"method": row["method"], "kept": f"{row_kept} / {total}", "accuracy": _accuracy_text(row["accuracy"], percent), "this": this}
-            )
-            if this:
-                eval_results.append(
-                    EvalResult(
-                        task_type=PIPELINE_TAG,
-                        task_name="Visual Question Answering",
-                        dataset_type=dataset_id,
-                        dataset_name=dataset_id,
-                        dataset_config=dataset_config,
-                        dataset_split=dataset_split,
-                        metric_type="accuracy",
-                        metric_name="VQA accuracy" + (" (%)" if percent else ""),
-                        metric_value=round(float(row["accuracy"]), 4),
-                    )
-                )
-
+    repo_name = repo_id.split("/")[-1]
+    section = results_section(results, config)
     card_data = ModelCardData(
         base_model=base_model_id,
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         license=license_,
         tags=list(TAGS),
-        model_name=repo_id.split("/")[-1] if eval_results else None,
-        eval_results=eval_results or None,
+        model_name=repo_name if section.eval_results else None,
+        eval_results=section.eval_results or None,
     )
-
-    paper_reference = None
-    if (
-        variant.base_model == "Salesforce/blip2-opt-2.7b"
-        and config.pruning_method == "catp"
-        and config.vote_layers == "first"
-        and config.image_token_weighting == "none"
-        and config.vote_aggregation == "rank"
-        and kept in PAPER_OPT_27B
-    ):
-        paper_reference = (
-            f"For reference, the CATP paper reports VQAv2 accuracy of {PAPER_OPT_27B[kept]} for this setting "
-            f"({PAPER_OPT_27B['unpruned']} unpruned; 10% validation sample, beam search with 5 beams); those are the "
-            "paper's numbers, not measurements of this export."
-        )
-
-    settings = [(key, json.dumps(getattr(config, key))) for key in PRUNING_SETTINGS]
-    aggregation_text = (
-        f"Borda points: the query it attends least gets 0, the most {total - 1}"
-        if config.vote_aggregation == "rank"
-        else "soft votes: each voter splits one vote over the queries in proportion to its attention"
-    )
-    if config.image_token_weighting == "vit_attention":
-        aggregation_text += "; each image token's votes are weighted by the attention it receives in the ViT's last layer"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
-        repo_name=repo_id.split("/")[-1],
+        repo_name=repo_name,
         repo_id=repo_id,
         description=variant.description or f"BLIP-2 with {kept} of {total} query tokens kept by {config.pruning_method}.",
         base_model_id=base_model_id,
@@ -225,16 +263,16 @@ def build_model_card(
         kept_fraction=f"{kept / total:.0%}" if kept != total else "all of them",
         removed=total - kept,
         pruning_method=config.pruning_method,
-        aggregation_text=aggregation_text,
-        settings=settings,
+        aggregation_text=aggregation_text(config),
+        settings=settings_table(config),
         vqa_prompt=DEFAULT_VQA_PROMPT,
         example_prompt=DEFAULT_VQA_PROMPT.format("how many cats are there?"),
-        results=rows,
-        this_result=this_result,
-        results_dataset=dataset_text,
-        results_model=model_text,
-        results_num_questions=num_questions,
-        paper_reference=paper_reference,
+        results=section.rows,
+        this_result=section.this_result,
+        results_dataset=section.dataset_text,
+        results_model=section.model_text,
+        results_num_questions=section.num_questions,
+        paper_reference=paper_reference(variant, config),
     )
 
 
