@@ -234,3 +234,27 @@ def test_markdown_table_layout():
     assert "| none (unpruned, all 32) | 50.00 | 50.00 |" in table
     assert "| catp | 40.00 | 20.00 |" in table
     assert "| l2 | 30.00 | - |" in table
+
+
+def test_run_sweep_leaves_the_callers_tokenizer_alone(assets, baseline, tmp_path):
+    """The sweep pads on the side the model needs without changing the processor it was given."""
+    from transformers import AutoProcessor
+
+    from catp_blip2 import CatpBlip2ForConditionalGeneration
+    from catp_blip2.evaluation.datasets import load_vqa_dataset
+    from catp_blip2.evaluation.generation import GenerationSettings
+    from catp_blip2.evaluation.runner import run_sweep
+
+    processor = AutoProcessor.from_pretrained(assets / "model")
+    processor.tokenizer.padding_side = "right"
+    model = CatpBlip2ForConditionalGeneration.from_pretrained(assets / "model").eval()
+    dataset = load_vqa_dataset(str(assets / "disk"))
+    configurations = build_sweep(["catp"], [8], model.config)
+    generation = GenerationSettings(num_beams=2, max_new_tokens=2)
+    outcome = run_sweep(model, processor, dataset, configurations, tmp_path / "out", {"model": "m"}, {"s": 1},
+                        batch_size=4, generation=generation)
+    assert processor.tokenizer.padding_side == "right"
+    # Left-padded all the same: the answers equal the CLI run's, question for question.
+    (entry,) = [e for e in outcome.results["results"] if e["method"] == "catp"]
+    ours = (tmp_path / "out" / entry["predictions_file"]).read_text()
+    assert ours == (baseline / entry["predictions_file"]).read_text()
