@@ -333,16 +333,50 @@ class CatpQFormerMixin:
 
         inputs = {"inputs_embeds": embeds, "attention_mask": compacted["attention_mask"]}
         decoder_only = not self.language_model.config.is_encoder_decoder
-        if decoder_only and input_ids is not None:
-            inputs["input_ids"] = compacted["input_ids"]
-            for name in ("max_length", "min_length"):
-                if generate_kwargs.get(name) is not None:
-                    generate_kwargs[name] -= removed
+        if decoder_only:
+            generate_kwargs.update(self._lengths_for_compact_prompt(generate_kwargs, inputs_embeds.shape[1], removed))
+            if input_ids is not None:
+                inputs["input_ids"] = compacted["input_ids"]
 
         outputs = self.language_model.generate(**inputs, **generate_kwargs)
         if decoder_only and input_ids is not None and removed:
             return self._with_caller_prefix(outputs, input_ids, embeds.shape[1])
         return outputs
+
+    def _lengths_for_compact_prompt(
+        self, generate_kwargs: dict[str, Any], prompt_length: int, removed: int
+    ) -> dict[str, int]:
+        """`max_length` / `min_length` as the language model must see them.
+
+        They count the caller's prompt of `prompt_length` tokens (as in stock BLIP-2), wherever they are set: as
+        keywords, in a `generation_config` argument or in the language model's own generation config. The language
+        model sees `removed` fewer prompt tokens, so each set value drops by that much. Unset values stay unset
+        (transformers then generates its default number of new tokens, as for stock BLIP-2).
+        """
+        given = generate_kwargs.get("generation_config")
+
+        def setting(name: str) -> Any:
+            value = generate_kwargs.get(name)
+            for config in (given, self.language_model.generation_config):
+                if value is None and config is not None:
+                    value = getattr(config, name, None)
+            return value
+
+        adjusted: dict[str, int] = {}
+        for name in ("max_length", "min_length"):
+            value = setting(name)
+            # transformers lets max_new_tokens / min_new_tokens win over these, counting new tokens only.
+            if value is None or setting(name.replace("_length", "_new_tokens")) is not None:
+                continue
+            if name == "min_length" and value <= 0:
+                continue
+            if name == "max_length" and value <= prompt_length:
+                raise ValueError(
+                    f"`max_length` ({value}) counts the prompt, which has {prompt_length} tokens here (image "
+                    f"placeholders included); give a `max_length` above {prompt_length}, or `max_new_tokens`."
+                )
+            adjusted[name] = max(0, value - removed)
+        return adjusted
 
     @staticmethod
     def _with_caller_prefix(outputs: Any, input_ids: torch.Tensor, compact_length: int) -> Any:
