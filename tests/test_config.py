@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import make_images
 from transformers import AutoConfig, Blip2Config
 
 from catp_blip2 import CatpConfig
@@ -100,3 +101,49 @@ def test_bad_settings_set_later_are_caught_by_the_check(name, value, allowed):
 def test_unknown_pruning_setting_in_from_blip2_config():
     with pytest.raises(ValueError, match="Unknown pruning setting"):
         make(keep=8)
+
+
+def test_integral_numbers_of_any_kind_are_accepted_and_stored_as_int():
+    import numpy as np
+    import torch
+
+    for k in (np.int64(8), torch.tensor(8), np.int32(8)):
+        config = make(num_kept_query_tokens=k, vote_layers=[np.int64(1)], pruning_seed=np.uint64(3))
+        assert type(config.num_kept_query_tokens) is int and config.num_kept_query_tokens == 8
+        assert config.vote_layers == [1] and type(config.vote_layers[0]) is int
+        assert type(config.pruning_seed) is int
+        json.dumps(config.to_dict())  # serialisable
+    for bad in (torch.tensor(8.0), torch.tensor([8]), np.float64(8.0)):
+        with pytest.raises(ValueError, match="`num_kept_query_tokens`"):
+            make(num_kept_query_tokens=bad)
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -1])
+def test_pruning_seed_outside_what_torch_takes_is_refused(seed):
+    with pytest.raises(ValueError, match=r"`pruning_seed` must be an integer in 0\.\.2\*\*64-1"):
+        make(pruning_seed=seed)
+
+
+def test_largest_seed_works(processor):
+    from catp_blip2.toy.tiny import tiny_model
+
+    model = tiny_model("opt", pruning_method="random", pruning_seed=2**64 - 1, num_kept_query_tokens=4)
+    pixels = processor(images=make_images(1), return_tensors="pt")["pixel_values"]
+    assert model.get_image_features(pixels).kept_query_indices.shape == (1, 4)
+
+
+def test_layer_weights_beyond_float32_are_refused_and_large_ones_cannot_overflow(processor):
+    import torch
+
+    from catp_blip2.toy.tiny import tiny_model
+
+    with pytest.raises(ValueError, match=r"`vote_layer_weights` must be .*at most 3\.4e\+38"):
+        make(vote_layers=[0, 1], vote_layer_weights=[1e39, 1.0])
+    pixels = processor(images=make_images(2), return_tensors="pt")["pixel_values"]
+    model = tiny_model("opt", vote_layers=[0, 1], vote_layer_weights=[3e38, 3e38], num_kept_query_tokens=4)
+    large = model.get_image_features(pixels)
+    model.config.vote_layer_weights = [1.0, 1.0]  # the same ratios
+    plain = model.get_image_features(pixels)
+    assert torch.isfinite(large.query_token_scores).all()
+    assert torch.equal(large.kept_query_indices, plain.kept_query_indices)
+    assert not torch.equal(plain.kept_query_indices, torch.arange(4).expand(2, 4))  # not the "first k" fallback

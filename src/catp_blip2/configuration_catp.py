@@ -14,6 +14,7 @@ from .scoring import (
     PRUNING_METHODS,
     VOTE_AGGREGATIONS,
     VOTE_LAYER_NAMES,
+    as_int,
     method_settings,
 )
 
@@ -45,10 +46,6 @@ class _LiveNames(Sequence[str]):
 PRUNING_SETTINGS: Sequence[str] = _LiveNames()
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _bad(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"`{name}` must be {allowed}; got {value!r}.")
 
@@ -71,7 +68,8 @@ class CatpConfig(Blip2Config):
         Which Q-Former cross-attention layers vote: `"first"`, `"last"`, `"all"`, or positions among the
         cross-attention layers (0 is the first cross-attention layer, not the first Q-Former layer).
     vote_layer_weights (`list[float]`, *optional*):
-        One non-negative weight per voting layer (not all zero). `None` weighs every voting layer 1.
+        One non-negative weight per voting layer (not all zero). `None` weighs every voting layer 1. Only their
+        ratios matter: the model scales them so that the largest is 1.
     image_token_weighting (`str`, defaults to `"none"`):
         `"vit_attention"` weights each image token's votes by the attention that token receives in the
         vision encoder's last layer (summed over heads and attending tokens, normalised over tokens).
@@ -139,8 +137,10 @@ class CatpConfig(Blip2Config):
             raise _bad("pruning_method", self.pruning_method, f"one of {tuple(PRUNING_METHODS)}")
         q = self.num_query_tokens
         k = self.num_kept_query_tokens
-        if k is not None and not (_is_int(k) and 1 <= k <= q):
-            raise _bad("num_kept_query_tokens", k, f"None or an integer in 1..{q} (num_query_tokens)")
+        if k is not None:
+            if as_int(k) is None or not 1 <= as_int(k) <= q:
+                raise _bad("num_kept_query_tokens", k, f"None or an integer in 1..{q} (num_query_tokens)")
+            self.num_kept_query_tokens = as_int(k)  # numpy and tensor integers are stored as plain ints
         for name, setting in method_settings().items():
             value = getattr(self, name) if name in vars(self) else copy.deepcopy(setting.default)
             try:

@@ -64,6 +64,11 @@ def _gather_positions(tensor: torch.Tensor, positions: torch.Tensor) -> torch.Te
     return tensor.gather(1, index.expand(*positions.shape, *tensor.shape[2:]))
 
 
+def _relative(weights: list[float]) -> list[float]:
+    largest = max(weights)
+    return [w / largest for w in weights]
+
+
 class CatpQFormerMixin:
     """The shared CATP machinery of a Q-Former model; a subclass names its `family` and its config class."""
 
@@ -105,7 +110,9 @@ class CatpQFormerMixin:
             image_weights = vit_attention_image_weights(recorder.vit_attention)
         available = {
             "cross_attentions": recorder.cross_attentions,
-            "layer_weights": config.voting_layer_weights(),
+            # Only the ratios of the layer weights matter to the ranking: scaled to a largest weight of 1, no finite
+            # weight can overflow the float32 scores.
+            "layer_weights": _relative(config.voting_layer_weights()),
             "image_token_weights": image_weights,
             "aggregation": config.vote_aggregation,
             "self_attentions": recorder.self_attentions,

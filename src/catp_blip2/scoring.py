@@ -9,6 +9,7 @@ its settings are declared in that call, and `CatpConfig`, the model and `catp-bl
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -146,12 +147,21 @@ def no_pruning_scores(batch_size: int, num_queries: int, device: torch.device | 
 # ---- settings: what a method can be told, each declared once with its default and its check -------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def as_int(value: Any) -> int | None:
+    """`value` as a Python int when it is an integral number (int, numpy integer, 0-dim integer tensor), else None."""
+    if isinstance(value, bool) or (torch.is_tensor(value) and value.dtype == torch.bool):
+        return None
+    if torch.is_tensor(value):
+        return int(value.item()) if value.dim() == 0 and not value.is_floating_point() and not value.is_complex() else None
+    return int(value) if isinstance(value, numbers.Integral) else None
+
+
+# Scores are float32: a setting beyond this would be infinite there.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -178,8 +188,9 @@ def _check_vote_layers(value: Any, config: Any) -> Any:
     if isinstance(value, str) and value in VOTE_LAYER_NAMES:
         return value
     if isinstance(value, (list, tuple)):
-        if value and all(_is_int(i) and 0 <= i < n for i in value) and len(set(value)) == len(value):
-            return list(value)
+        positions = [as_int(i) for i in value]
+        if positions and all(i is not None and 0 <= i < n for i in positions) and len(set(positions)) == len(positions):
+            return positions
         raise ValueError(f"a non-empty list of distinct positions among the {n} cross-attention layers (0..{n - 1})")
     raise ValueError(f"one of {VOTE_LAYER_NAMES} or a list of positions in 0..{n - 1}")
 
@@ -191,13 +202,13 @@ def _check_vote_layer_weights(value: Any, config: Any) -> Any:
     if (
         isinstance(value, (list, tuple))
         and len(value) == expected
-        and all(_is_real(w) and w >= 0 for w in value)
+        and all(_is_real(w) and 0 <= w <= FLOAT32_MAX for w in value)
         and any(w > 0 for w in value)
     ):
-        return list(value)
+        return [float(w) if not isinstance(w, int) else w for w in value]
     raise ValueError(
-        f"None or {expected} non-negative finite numbers, not all zero (one per voting layer of "
-        f"vote_layers={config.vote_layers!r})"
+        f"None or {expected} non-negative finite numbers (at most {FLOAT32_MAX:.3g}), not all zero (one per voting "
+        f"layer of vote_layers={config.vote_layers!r})"
     )
 
 
@@ -213,10 +224,15 @@ def _one_of(choices: Callable[[], Sequence[str]]) -> Callable[[Any, Any], Any]:
     return check
 
 
+# What torch.Generator.manual_seed takes.
+SEED_RANGE = (0, 2**64 - 1)
+
+
 def _check_seed(value: Any, config: Any) -> Any:
-    if not _is_int(value):
-        raise ValueError("an integer")
-    return value
+    seed = as_int(value)
+    if seed is None or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"an integer in {SEED_RANGE[0]}..2**64-1")
+    return seed
 
 
 VOTE_LAYERS = Setting(
