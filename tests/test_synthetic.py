@@ -111,15 +111,33 @@ def test_train_synthetic_resumes_to_identical_weights(tmp_path, monkeypatch):
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
 
 
-def test_train_synthetic_refuses_a_checkpoint_of_other_settings(tmp_path):
+def test_train_synthetic_refuses_a_checkpoint_of_other_settings(tmp_path, capsys):
     assert _train(tmp_path, steps=2) == 0
-    assert _train(tmp_path, steps=2, extra=("--lr", "0.5")) == 2
+    argv = ["train-synthetic", "--out", str(tmp_path), "--steps", "2", "--images-per-step", "2", "--save-every", "2",
+            "--keep-all-prob", "0.5", "--lr", "0.5"]
+    assert "was written with settings" in cli_error(capsys, argv)
+
+
+def test_train_synthetic_refuses_a_file_as_out(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert "`--out` must be a folder" in cli_error(capsys, ["train-synthetic", "--out", str(tmp_path / "file")])
+
+
+def test_training_prompts_are_the_pipelines_prompt():
+    from catp_blip2.pipeline_catp import DEFAULT_VQA_PROMPT
+
+    processor = train_synthetic.embedded_processor()
+    batch = train_synthetic.make_batch(processor, seed=0, step=0, images_per_step=1)
+    prefix = processor.tokenizer(DEFAULT_VQA_PROMPT.split("{}")[0].strip(), add_special_tokens=False)["input_ids"]
+    assert batch["text_ids"][0, 1 : 1 + len(prefix)].tolist() == prefix  # after BOS: "Question:"
+    assert not hasattr(train_synthetic, "PROMPT")
 
 
 @pytest.mark.parametrize(
     "flag, value, match",
-    [("--steps", "0", "--steps"), ("--keep-all-prob", "1.5", "--keep-all-prob"), ("--lr", "-1", "--lr"),
-     ("--min-keep", "0", "--min-keep"), ("--min-keep", "32", "--min-keep")],
+    [("--steps", "0", "`--steps`"), ("--images-per-step", "0", "`--images-per-step`"),
+     ("--save-every", "-3", "`--save-every`"), ("--keep-all-prob", "1.5", "`--keep-all-prob`"), ("--lr", "-1", "`--lr`"),
+     ("--lr", "nan", "`--lr`"), ("--min-keep", "0", "`--min-keep`"), ("--min-keep", "32", "`--min-keep`")],
 )
 def test_train_synthetic_rejects_bad_settings(tmp_path, flag, value, match, capsys):
     assert match in cli_error(capsys, ["train-synthetic", "--out", str(tmp_path), flag, value])

@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 
 from ..configuration_catp import CatpConfig
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
+from ..pipeline_catp import DEFAULT_VQA_PROMPT
 from .shapes import COLORS, GRID, QUESTIONS_PER_IMAGE, SHAPES, VOCABULARY, draw_scene, questions_for_scene, random_scene
 from .tiny import tiny_blip2_config, tiny_processor, tiny_tokenizer
 
-PROMPT = "Question: {} Short answer:"
 IMAGE_SIZE, PATCH_SIZE = 48, 16  # one patch per cell of the scenes' 3x3 grid
 POSITION_SCALE, CROSS_ATTENTION_SCALE = 3.0, 2.0  # see build_model
 PROBE_SPLITS = (1 + len(COLORS), 1 + len(SHAPES), GRID, GRID)  # colour / shape (0 = empty cell), row, column
@@ -135,7 +135,7 @@ def make_batch(processor, seed: int, step: int, images_per_step: int) -> dict[st
         while len(questions) < QUESTIONS_PER_IMAGE:  # a one-object scene may offer fewer families
             questions.append(questions[-1])
         for _, question, answer in questions:
-            prompts.append(PROMPT.format(question))
+            prompts.append(DEFAULT_VQA_PROMPT.format(question))
             answers.append(answer)
     tokenizer = processor.tokenizer
     pixel_values = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -181,26 +181,41 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 200) -> floa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/train-synthetic"), help="checkpoints, log, and OUT/model")
-    parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--images-per-step", type=int, default=32, help=f"images per step ({QUESTIONS_PER_IMAGE} questions each)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--keep-all-prob", type=float, default=0.5, help="fraction of steps that show all 32 query tokens")
-    parser.add_argument("--min-keep", type=int, default=16, help="fewest query tokens a dropout step shows (k uniform in [this, 31])")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--out", type=Path, default=Path("runs/train-synthetic"),
+                        help="folder for checkpoint.pt, train_log.jsonl and the trained OUT/model; a rerun resumes "
+                             "from its checkpoint (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=10000, help="optimizer steps in the whole run (default: %(default)s)")
+    parser.add_argument("--images-per-step", type=int, default=32,
+                        help=f"scenes per step, {QUESTIONS_PER_IMAGE} questions each (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="peak AdamW learning rate, after a 200-step warmup and before the cosine decay "
+                             "(default: %(default)s)")
+    parser.add_argument("--keep-all-prob", type=float, default=0.5,
+                        help="fraction of steps on which the language model sees all 32 query tokens; the others "
+                             "drop tokens (default: %(default)s)")
+    parser.add_argument("--min-keep", type=int, default=16,
+                        help="fewest query tokens a dropout step shows, k uniform in [this, 31] (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights, the scenes and the dropout; the run is a function of it "
+                             "(default: %(default)s)")
+    parser.add_argument("--save-every", type=int, default=250,
+                        help="write checkpoint.pt every this many steps (default: %(default)s)")
 
 
 def _check(args: argparse.Namespace) -> None:
     for name in ("steps", "images_per_step", "save_every"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)!r}.")
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`--{name.replace('_', '-')}` must be an integer >= 1; got {value!r}.")
     if not 0.0 <= args.keep_all_prob <= 1.0:
-        raise ValueError(f"--keep-all-prob must be in [0, 1]; got {args.keep_all_prob!r}.")
-    if not 1 <= args.min_keep < 32:
-        raise ValueError(f"--min-keep must be in 1..31; got {args.min_keep!r}.")
+        raise ValueError(f"`--keep-all-prob` must be in [0, 1]; got {args.keep_all_prob!r}.")
+    if isinstance(args.min_keep, bool) or not isinstance(args.min_keep, int) or not 1 <= args.min_keep < 32:
+        raise ValueError(f"`--min-keep` must be an integer in 1..31 (fewer than the 32 query tokens); got {args.min_keep!r}.")
     if not args.lr > 0:
-        raise ValueError(f"--lr must be positive; got {args.lr!r}.")
+        raise ValueError(f"`--lr` must be positive; got {args.lr!r}.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`--out` must be a folder; {str(out)!r} is a file.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,8 +234,8 @@ def run(args: argparse.Namespace) -> int:
         state = torch.load(checkpoint_path, weights_only=False)
         if state["settings"] != _settings(args):
             raise ValueError(
-                f"{checkpoint_path} was written with settings {state['settings']}, not {_settings(args)}; "
-                "use another --out or delete it."
+                f"`--out` {str(out)!r}: {checkpoint_path} was written with settings {state['settings']}, not "
+                f"{_settings(args)}; use another `--out` or delete it."
             )
         model.load_state_dict(state["model"])
         probe.load_state_dict(state["probe"])
