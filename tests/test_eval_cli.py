@@ -187,6 +187,10 @@ def test_accelerate_two_cpu_processes_match_one(baseline, assets, tmp_path):
         (["--batch-size", "0"], "`--batch-size`"),
         (["--model", "/nonexistent/model/dir"], "`--model`"),
         (["--device", "gpu0"], "`--device` must be a torch device"),
+        (["--length-penalty", "nan"], "`--length-penalty` must be a finite number; got nan"),
+        (["--length-penalty", "inf"], "`--length-penalty` must be a finite number; got inf"),
+        (["--length-penalty=-inf"], "`--length-penalty` must be a finite number"),
+        (["--length-penalty", "1e400"], "`--length-penalty` must be a finite number"),
     ],
 )
 def test_argument_errors(assets, tmp_path, extra, message, capsys, monkeypatch):
@@ -258,3 +262,13 @@ def test_run_sweep_leaves_the_callers_tokenizer_alone(assets, baseline, tmp_path
     (entry,) = [e for e in outcome.results["results"] if e["method"] == "catp"]
     ours = (tmp_path / "out" / entry["predictions_file"]).read_text()
     assert ours == (baseline / entry["predictions_file"]).read_text()
+
+
+def test_processor_that_does_not_fit_the_model_is_refused_before_generating(assets, tmp_path, capsys):
+    from catp_blip2.toy.tiny import DEFAULT_WORDS, tiny_tokenizer
+
+    bigger = tiny_processor(tiny_tokenizer([*DEFAULT_WORDS, "zebra", "giraffe"]))
+    bigger.save_pretrained(tmp_path / "processor")
+    err = cli_error(capsys, _eval_argv(assets, tmp_path / "out", "--processor", str(tmp_path / "processor")))
+    assert "`--processor`" in err and "47 tokens" in err and "embeds 45" in err
+    assert not (tmp_path / "out" / "predictions").exists()

@@ -96,6 +96,17 @@ class CatpConfig(Blip2Config):
         vars(self).pop("model_type", None)
         self.check_pruning_settings()
 
+    # Stock layouts this config extends: their checkpoints load into it as they are, without transformers' warning
+    # about a checkpoint of another model type.
+    base_model_types = ("blip-2",)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") in cls.base_model_types:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
     @property
     def num_cross_attention_layers(self) -> int:
         """How many Q-Former layers have cross-attention (layer i does when i % frequency == 0)."""

@@ -15,6 +15,7 @@ This module ships as Hub remote code: it imports only torch, transformers and it
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -340,6 +341,14 @@ class CatpQFormerMixin:
 
         inputs = {"inputs_embeds": embeds, "attention_mask": compacted["attention_mask"]}
         decoder_only = not self.language_model.config.is_encoder_decoder
+        if decoder_only and not bool(compacted["attention_mask"][:, -1].all()):
+            # transformers checks padding on input_ids only, and the language model gets embeddings; a decoder
+            # continues from the last position, so right padding changes answers (in stock BLIP-2 too).
+            warnings.warn(
+                "A decoder-only language model got a right-padded batch (attention_mask ends in 0): answers continue "
+                "from the padding and change. Pad on the left (processor.tokenizer.padding_side = 'left').",
+                stacklevel=2,
+            )
         if decoder_only:
             generate_kwargs.update(self._lengths_for_compact_prompt(generate_kwargs, inputs_embeds.shape[1], removed))
             if input_ids is not None:

@@ -129,7 +129,25 @@ def load_model_and_processor(args: argparse.Namespace, device: Any) -> tuple[Any
         processor = AutoProcessor.from_pretrained(processor_source)
     except (OSError, ValueError) as error:
         raise ValueError(f"`--processor` {str(processor_source)!r} could not be loaded: {error}") from error
+    check_processor(processor, model.config, str(processor_source))
     return model, processor
+
+
+def check_processor(processor: Any, config: Any, source: str) -> None:
+    """Refuse a processor whose token ids the model cannot embed, before any generation."""
+    vocab_size = config.text_config.vocab_size
+    tokens = len(processor.tokenizer)
+    if tokens > vocab_size:
+        raise ValueError(
+            f"`--processor` {source!r}: its tokenizer has {tokens} tokens but the model's language model embeds "
+            f"{vocab_size}; give the processor saved with this model."
+        )
+    image_token = getattr(processor.tokenizer, "image_token_id", None)
+    if image_token is not None and image_token != config.image_token_id:
+        raise ValueError(
+            f"`--processor` {source!r}: its image token is id {image_token}, the model's image_token_id is "
+            f"{config.image_token_id}; give the processor saved with this model."
+        )
 
 
 SMALL_MODEL_PARAMETERS = 50_000_000

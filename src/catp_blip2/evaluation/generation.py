@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ class GenerationSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`--{name.replace('_', '-')}` must be an integer >= {minimum}; got {value!r}.")
+        if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) or not math.isfinite(
+            self.length_penalty
+        ):
+            raise ValueError(f"`--length-penalty` must be a finite number; got {self.length_penalty!r}.")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"`--min-new-tokens` ({self.min_new_tokens}) must be <= `--max-new-tokens` ({self.max_new_tokens})."

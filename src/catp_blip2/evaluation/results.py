@@ -129,13 +129,15 @@ class ResultsFolder:
         entry["seconds"] = round(time.perf_counter() - started, 3)
         entry["predictions_file"] = f"{PREDICTIONS_DIR}/{configuration.file_stem}.jsonl"
         (self.out / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out / entry["predictions_file"], "".join(json.dumps(line) + "\n" for line in lines))
+        text = "".join(json.dumps(line, allow_nan=False) + "\n" for line in lines)
+        write_atomic(self.out / entry["predictions_file"], text)
         self.finished[configuration.key] = entry
         self.write()
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out / RESULTS_FILE, json.dumps(self.results(), indent=2) + "\n")
+        # allow_nan=False: NaN is no JSON; a non-finite number here is a bug to surface, not to store.
+        write_atomic(self.out / RESULTS_FILE, json.dumps(self.results(), indent=2, allow_nan=False) + "\n")
 
 
 @dataclass
