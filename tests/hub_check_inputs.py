@@ -16,7 +16,8 @@ PROMPT = "Question: {} Short answer:"
 def model_probe(model: Any, processor: Any, images: list) -> dict:
     """Kept indices, logits and greedy ids of one processor batch."""
     inputs = processor(
-        images=images[:2], text=[PROMPT.format(q) for q in QUESTIONS], return_tensors="pt", padding=True
+        images=images[:2], text=[PROMPT.format(q) for q in QUESTIONS], return_tensors="pt", padding=True,
+        padding_side="left",  # a decoder-only model continues from the last position
     )
     with torch.no_grad():
         features = model.get_image_features(inputs["pixel_values"])

@@ -19,7 +19,8 @@ from transformers import AutoModel, AutoProcessor, Blip2ForConditionalGeneration
 
 import catp_blip2
 from catp_blip2.cli import main
-from catp_blip2.hub.export import AUTO_MAP, CODE_FILES
+from catp_blip2 import CatpConfig
+from catp_blip2.hub.export import CODE_FILES
 from catp_blip2.toy.tiny import tiny_blip2_config, tiny_processor
 
 TESTS = Path(__file__).parent
@@ -108,7 +109,7 @@ def test_export_writes_a_hub_ready_folder(exported):
     assert len(shards) >= 2 and "model.safetensors.index.json" in files  # sharded above --max-shard-size
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "catp_blip2"
-    assert config["auto_map"] == AUTO_MAP
+    assert config["auto_map"] == CatpConfig().auto_map
     assert set(config["auto_map"]) == {
         "AutoConfig", "AutoModel", "AutoModelForImageTextToText", "AutoModelForVisualQuestionAnswering"
     }
@@ -254,3 +255,22 @@ def test_vqa_pipeline_works_with_stock_blip2(exported):
     ids = vqa.model.generate(**inputs, max_new_tokens=10)[:, inputs["input_ids"].shape[1]:]
     expected = vqa.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
     assert vqa(image, QUESTIONS[0]) == [{"answer": expected}]
+
+
+def test_any_saved_catp_folder_runs_the_vqa_pipeline(tmp_path):
+    """Not only exports: a plain save_pretrained folder carries auto_map, the pipeline entry and the core's code."""
+    from catp_blip2.toy.tiny import tiny_model, tiny_processor
+    from transformers import pipeline
+
+    folder = tmp_path / "saved"
+    tiny_model("opt", seed=0, num_kept_query_tokens=8).save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    assert set(CODE_FILES) <= {p.name for p in folder.iterdir()}
+    images = make_images(tmp_path)
+    pil = [Image.open(p).convert("RGB") for p in images]
+    expected = vqa_calls(catp_blip2.vqa_pipeline(model=str(folder), device="cpu"), [str(p) for p in images], pil)
+    in_process = pipeline("visual-question-answering", model=str(folder), trust_remote_code=True, device="cpu")
+    assert vqa_calls(in_process, [str(p) for p in images], pil) == expected
+    remote = run_without_catp(folder, images, tmp_path)
+    assert remote["catp_blip2_importable"] is False and remote["num_kept_query_tokens"] == 8
+    assert remote["vqa"] == expected

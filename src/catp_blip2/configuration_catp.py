@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from huggingface_hub.dataclasses import strict
 from transformers import Blip2Config
 
+from .pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
 from .scoring import (
     CORE_SETTINGS,
     IMAGE_TOKEN_WEIGHTINGS,
@@ -17,6 +18,11 @@ from .scoring import (
     as_int,
     method_settings,
 )
+
+
+# The Auto classes a saved CATP folder maps to its own code, so it loads with trust_remote_code=True where catp_blip2
+# is not installed (save_pretrained writes the core's files beside config.json).
+AUTO_MODEL_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForVisualQuestionAnswering")
 
 
 def pruning_settings() -> tuple[str, ...]:
@@ -94,7 +100,32 @@ class CatpConfig(Blip2Config):
         # A stock checkpoint's config.json carries model_type "blip-2", which the base class would set on the
         # instance; the CATP config must save (and reload) as "catp_blip2".
         vars(self).pop("model_type", None)
+        self._declare_remote_code()
         self.check_pruning_settings()
+
+    def _declare_remote_code(self) -> None:
+        """`auto_map` for every Auto class and the `visual-question-answering` pipeline, in the config itself, so
+        that every saved folder (not only exports) loads and runs its pipeline through remote code.
+
+        transformers 5 removed that task and resolves it only through `custom_pipelines`; `register_for_auto_class`
+        would map a single Auto class, so the map is written whole."""
+        auto_map = {"AutoConfig": f"configuration_catp.{type(self).__name__}"}
+        auto_map.update({name: self.remote_model_class for name in AUTO_MODEL_CLASSES})
+        self.auto_map = {**auto_map, **(getattr(self, "auto_map", None) or {})}
+        pipelines = dict(getattr(self, "custom_pipelines", None) or {})
+        pipelines.setdefault(
+            VQA_TASK,
+            {
+                "impl": f"pipeline_catp.{CatpVisualQuestionAnsweringPipeline.__name__}",
+                "pt": ["AutoModelForVisualQuestionAnswering"],
+                "tf": [],
+                "type": "multimodal",
+            },
+        )
+        self.custom_pipelines = pipelines
+
+    # The model class a saved folder's auto_map names (module file of the model core, class).
+    remote_model_class = "modeling_catp.CatpBlip2ForConditionalGeneration"
 
     # Stock layouts this config extends: their checkpoints load into it as they are, without transformers' warning
     # about a checkpoint of another model type.
@@ -172,7 +203,11 @@ class CatpConfig(Blip2Config):
         return cls(**values)
 
 
+# save_pretrained writes this module (and what it imports relatively) beside config.json.
+CatpConfig.register_for_auto_class()
+
 __all__ = [
+    "AUTO_MODEL_CLASSES",
     "CatpConfig",
     "IMAGE_TOKEN_WEIGHTINGS",
     "PRUNING_METHODS",

@@ -41,6 +41,9 @@ class CatpBlip2ForConditionalGeneration(CatpQFormerMixin, Blip2ForConditionalGen
     family = BLIP2
 
 
+# save_pretrained writes the model core's files beside the weights; the config carries the whole auto_map.
+CatpBlip2ForConditionalGeneration.register_for_auto_class("AutoModelForVisualQuestionAnswering")
+
 __all__ = [
     "AttentionRecorder",
     "BLIP2",

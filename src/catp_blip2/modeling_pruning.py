@@ -347,7 +347,7 @@ class CatpQFormerMixin:
             warnings.warn(
                 "A decoder-only language model got a right-padded batch (attention_mask ends in 0): answers continue "
                 "from the padding and change. Pad on the left (processor.tokenizer.padding_side = 'left').",
-                stacklevel=2,
+                stacklevel=3,  # the caller of generate (torch.no_grad wraps it)
             )
         if decoder_only:
             generate_kwargs.update(self._lengths_for_compact_prompt(generate_kwargs, inputs_embeds.shape[1], removed))

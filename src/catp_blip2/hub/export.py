@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,10 @@ from ..checkpoints import DTYPES, check_dtype, resolve_checkpoint
 from ..configuration_catp import CatpConfig
 from .model_card import build_model_card, load_results, resolve_license
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
-from ..pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
 from .variants import Variant, load_variant
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the model core sits at the package root
-# The model core: flat modules importing only each other (relatively), torch and transformers. transformers
-# copies a remote-code module together with the modules it imports relatively, so these are all it needs.
+# The model core as save_pretrained writes it beside the weights (the model's module and what it imports
+# relatively): flat modules importing only each other, torch and transformers, as remote code requires.
 CODE_FILES = (
     "configuration_catp.py",
     "scoring.py",
@@ -38,21 +35,6 @@ CODE_FILES = (
     "modeling_catp.py",
     "pipeline_catp.py",
 )
-MODEL_CLASS = f"modeling_catp.{CatpBlip2ForConditionalGeneration.__name__}"
-AUTO_MAP = {
-    "AutoConfig": f"configuration_catp.{CatpConfig.__name__}",
-    "AutoModel": MODEL_CLASS,
-    "AutoModelForImageTextToText": MODEL_CLASS,
-    "AutoModelForVisualQuestionAnswering": MODEL_CLASS,
-}
-CUSTOM_PIPELINES = {
-    VQA_TASK: {
-        "impl": f"pipeline_catp.{CatpVisualQuestionAnsweringPipeline.__name__}",
-        "pt": ["AutoModelForVisualQuestionAnswering"],
-        "tf": [],
-        "type": "multimodal",
-    }
-}
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 # What an export writes that a later export might not overwrite (other shard counts): removed by --overwrite.
 STALE_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
@@ -180,17 +162,17 @@ def export_variant(
     except OSError as error:  # a config and processor without weights beside them
         raise source.error(f"has weights that could not be loaded: {error}") from error
 
-    # register_for_auto_class keeps only its last call, so auto_map is written whole.
-    model.config.auto_map = dict(AUTO_MAP)
-    model.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
+    # The config carries auto_map and the pipeline entry, and save_pretrained writes the core's files: the folder
+    # loads with trust_remote_code=True where catp_blip2 is not installed.
     out.mkdir(parents=True, exist_ok=True)
     for pattern in STALE_PATTERNS:  # only reached with an empty folder or --overwrite
         for stale in out.glob(pattern):
             stale.unlink()
     model.save_pretrained(out, max_shard_size=max_shard_size)
     processor.save_pretrained(out)
-    for name in CODE_FILES:
-        shutil.copyfile(PACKAGE_DIR / name, out / name)
+    missing = [name for name in CODE_FILES if not (out / name).is_file()]
+    if missing:
+        raise RuntimeError(f"save_pretrained did not write the model core's files {missing} into {str(out)!r}")
 
     card.save(out / "README.md")
     return ExportResult(folder=out, variant=variant, base_location=location, license=license_, license_source=license_source)
