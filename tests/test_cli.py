@@ -39,13 +39,13 @@ def test_every_option_says_what_it_is_and_its_default(command):
     for action in sub.choices[command]._actions:
         if action.dest == "help":
             continue
-        assert action.help and "(default: %(default)" in action.help, (command, action.dest)
+        assert action.help and "(default: " in action.help, (command, action.dest)
 
 
 def test_demo_checks_keep_before_building_the_model(capsys, monkeypatch):
     from catp_blip2.toy import demo
 
-    monkeypatch.setattr(demo, "tiny_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(demo, "embedded_model_dir", lambda *a, **k: pytest.fail("the model was loaded"))
     assert "`--keep` values must be integers in 1..32" in cli_error(capsys, ["demo", "--keep", "8", "33"])
 
 
@@ -83,3 +83,14 @@ def test_bad_option_is_one_error_line_without_traceback(command, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"catp-blip2 {command}: error: ")]
     assert len(lines) == 1 and named in lines[0], result.stderr
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_demo_uses_the_trained_embedded_model_and_counts_kept_tokens(capsys):
+    assert main(["demo", "--keep", "32", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    truth = out.split("(true answer: ")[1].split(")")[0]
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert rows[0]["answer"] == truth  # the shipped model answers its own task unpruned
+    assert main(["demo", "--method", "none", "--keep", "8"]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(row["kept"]) == 32 and row["lm_prompt_tokens"] == rows[0]["lm_prompt_tokens"]  # "none" keeps all
