@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor, Blip2ForConditionalGeneration, pipeline
 
 import catp_blip2
+from conftest import cli_error
 from catp_blip2.cli import main
 from catp_blip2 import CatpConfig
 from catp_blip2.hub.export import CODE_FILES
@@ -77,7 +78,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     base = make_standin(root / "stock-opt", "opt", license_="bsd-3-clause")
     results = root / "results.json"
-    results.write_text(json.dumps(RESULTS), encoding="utf-8")
+    results.write_text(json.dumps({**RESULTS, "model": str(base)}), encoding="utf-8")  # measured on this base
     out = root / "blip2-opt-2.7b-catp-k8"
     rc = main([
         "export", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k8.json"), "--base", str(base), "--out", str(out),
@@ -274,3 +275,14 @@ def test_any_saved_catp_folder_runs_the_vqa_pipeline(tmp_path):
     remote = run_without_catp(folder, images, tmp_path)
     assert remote["catp_blip2_importable"] is False and remote["num_kept_query_tokens"] == 8
     assert remote["vqa"] == expected
+
+
+def test_export_refuses_results_of_another_model(exported, tmp_path, capsys):
+    other = tmp_path / "results.json"
+    other.write_text(json.dumps({**RESULTS, "model": "Salesforce/blip2-opt-6.7b"}), encoding="utf-8")
+    argv = ["export", "--variant", str(CONFIGS / "blip2-opt-2.7b-catp-k8.json"), "--base",
+            str(exported["root"] / "stock-opt"), "--results", str(other), "--out", str(tmp_path / "out")]
+    err = cli_error(capsys, argv)
+    assert "`--results`" in err and "'Salesforce/blip2-opt-6.7b'" in err and "--results-of-other-model" in err
+    assert not (tmp_path / "out").exists()
+    assert main([*argv, "--results-of-other-model"]) == 0  # an explicit override publishes them

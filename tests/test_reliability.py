@@ -39,3 +39,13 @@ def test_right_padded_decoder_only_batches_warn(pair, processor):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.generate(**batch(processor, padding_side="left"), max_new_tokens=2)
+
+
+def test_vqa_pipeline_reports_a_missing_image_file(tmp_path):
+    import catp_blip2
+    from catp_blip2.toy.tiny import tiny_model, tiny_processor
+
+    vqa = catp_blip2.vqa_pipeline(model=tiny_model("opt"), processor=tiny_processor(), device="cpu")
+    missing = str(tmp_path / "no-such-image.png")
+    with pytest.raises(FileNotFoundError, match="no-such-image.png' is no existing file"):
+        vqa(missing, "what color is the circle ?")

@@ -33,6 +33,19 @@ def _is_image(value: Any) -> bool:
     return hasattr(value, "shape") and len(value.shape) == 3
 
 
+def _open_image(image: str, timeout: float | None) -> Any:
+    """A path, URL or base64 string as a PIL image; a string that is none of them is reported as a missing file
+    (transformers would report it as bad base64)."""
+    try:
+        return load_image(image, timeout=timeout)
+    except Exception as error:
+        if image.startswith(("http://", "https://")) or os.path.isfile(image):
+            raise
+        raise FileNotFoundError(
+            f"`image` {image!r} is no existing file, no http(s) URL and no base64 image data."
+        ) from error
+
+
 class CatpVisualQuestionAnsweringPipeline(Pipeline):
     """Answers open-ended questions about images with a generative BLIP-2 model (CATP-pruned or stock).
 
@@ -140,7 +153,7 @@ class CatpVisualQuestionAnsweringPipeline(Pipeline):
             raise ValueError(f"Each input must be a dict with 'image' and 'question'; got {inputs!r}.")
         image = inputs["image"]
         if isinstance(image, str):
-            image = load_image(image, timeout=timeout)
+            image = _open_image(image, timeout)
         # The processor, not the tokenizer alone: it puts the num_query_tokens image placeholders before the text.
         model_inputs = self.processor(images=image, text=prompt.format(inputs["question"]), return_tensors="pt")
         return model_inputs.to(dtype=self.dtype)

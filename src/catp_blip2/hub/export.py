@@ -19,7 +19,7 @@ from typing import Any
 from transformers import AutoConfig, AutoProcessor
 from transformers.utils.hub import convert_file_size_to_int
 
-from ..checkpoints import DTYPES, check_dtype, resolve_checkpoint
+from ..checkpoints import DTYPES, check_dtype, looks_local, resolve_checkpoint
 from ..configuration_catp import CatpConfig
 from .model_card import build_model_card, load_results, resolve_license
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
@@ -120,6 +120,28 @@ def _load_base(source: BaseSource, variant: Variant) -> tuple[str, CatpConfig, A
     return location, config, processor
 
 
+def _checkpoint_identity(name: Any) -> str:
+    """A name as the checkpoint it loads: a resolved local path, or the Hub id as it is."""
+    try:
+        location = resolve_checkpoint(str(name), "model")
+    except ValueError:
+        return str(name)
+    return str(Path(location).expanduser().resolve()) if looks_local(location) else location
+
+
+def check_results_model(results: dict[str, Any], results_path: Any, variant: Variant, base: str | None) -> None:
+    """Refuse results measured on another model than the variant's base: the card would publish them as its own."""
+    measured = results.get("model")
+    bases = [name for name in (variant.base_model, base) if name]
+    if measured in bases or _checkpoint_identity(measured) in {_checkpoint_identity(b) for b in bases}:
+        return
+    raise ValueError(
+        f"`--results` {str(results_path)!r} was measured on model {measured!r}, not on this variant's base "
+        f"({' / '.join(map(repr, bases))}); the card would publish another model's accuracy. Evaluate the base with "
+        "`catp-blip2 eval --model <base>`, or pass --results-of-other-model to publish them anyway."
+    )
+
+
 def export_variant(
     variant: Variant,
     out: str | Path,
@@ -129,6 +151,7 @@ def export_variant(
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
     dtype: str = "auto",
     overwrite: bool = False,
+    results_of_other_model: bool = False,
 ) -> ExportResult:
     """Export `variant` into the folder `out` (created; must be empty unless `overwrite`).
 
@@ -141,6 +164,8 @@ def export_variant(
         repo_id: the Hub repo the card's usage examples name; defaults to "<your-username>/<repo_name>".
         max_shard_size: weights above this size are split into shards (`save_pretrained`'s `max_shard_size`).
         dtype: "auto" keeps the checkpoint's dtype.
+        results_of_other_model: accept results measured on another model than the variant's base (the card then
+            publishes them as this model's); refused by default.
     """
     check_dtype(dtype, "--dtype")
     check_max_shard_size(max_shard_size)
@@ -148,6 +173,8 @@ def export_variant(
     results = load_results(results_path) if results_path is not None else None
 
     source = BaseSource.of(variant, base)
+    if results is not None and not results_of_other_model:
+        check_results_model(results, results_path, variant, base)
     location, config, processor = _load_base(source, variant)
     license_, license_source = resolve_license(variant, location)
     card = build_model_card(
@@ -183,6 +210,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", required=True, help="variant file, e.g. configs/blip2-opt-2.7b-catp-k8.json")
     parser.add_argument("--base", help="load the base checkpoint from this folder or Hub id instead of the variant's")
     parser.add_argument("--results", help="results.json of `catp-blip2 eval`: accuracy table + model-index in the card")
+    parser.add_argument(
+        "--results-of-other-model",
+        action="store_true",
+        help="accept --results measured on another model than the variant's base (default: refused)",
+    )
     parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="shard weights above this size")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto keeps the checkpoint's)")
 
@@ -213,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         dtype=args.dtype,
         overwrite=args.overwrite,
+        results_of_other_model=args.results_of_other_model,
     )
     print(describe(result))
     return 0

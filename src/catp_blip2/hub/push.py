@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             repo_id=args.repo_id,
             max_shard_size=args.max_shard_size,
             dtype=args.dtype,
+            results_of_other_model=args.results_of_other_model,
         )
         print(describe(result))
         listing = upload_listing(result.folder)
