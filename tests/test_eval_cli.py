@@ -272,3 +272,13 @@ def test_processor_that_does_not_fit_the_model_is_refused_before_generating(asse
     err = cli_error(capsys, _eval_argv(assets, tmp_path / "out", "--processor", str(tmp_path / "processor")))
     assert "`--processor`" in err and "47 tokens" in err and "embeds 45" in err
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_bad_dataset_rows_stop_eval_before_generating_and_leave_no_folder(assets, tmp_path, capsys):
+    data = standin_dataset(QUESTIONS).to_pandas()
+    data.loc[2, "question"] = None
+    data.to_parquet(tmp_path / "bad.parquet")
+    argv = ["eval", "--model", str(assets / "model"), "--dataset", str(tmp_path / "bad.parquet"), "--out",
+            str(tmp_path / "out"), *FAST]
+    assert "row 2 (question_id" in cli_error(capsys, argv)
+    assert not (tmp_path / "out").exists()

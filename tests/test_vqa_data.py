@@ -98,8 +98,9 @@ def test_bad_answers_column(standin, tmp_path):
         ({"fraction": 1.5}, "`fraction`"),
         ({"limit": 0}, "`limit` must be a positive integer"),
         ({"source": ""}, "`dataset` must be a non-empty string"),
-        ({"source": "./no/such/folder"}, "looks like a local path but does not exist"),
-        ({"source": "no/such/dir/x"}, "looks like a local path"),
+        ({"source": "./no/such/folder"}, "no such file or folder"),
+        ({"source": "data.parquet"}, "no such file or folder"),
+        ({"source": "no/such/dir/x"}, "no such file or folder"),
         ({"source": "missing-*.parquet"}, "must be parquet file"),
     ],
 )
@@ -126,3 +127,39 @@ def test_embedded_set():
     assert len(embedded) == 5
     assert set(VQAV2_FEATURES) <= set(embedded.column_names)
     assert len(embedded[0]["answers"]) == 10
+
+
+def _rows_with(tmp_path, name: str, change) -> str:
+    """The stand-in with one row changed, as parquet written without datasets' metadata (plain columns)."""
+    import pandas as pd
+
+    from vqa_standin import standin_dataset
+
+    frame = standin_dataset(6).to_pandas()
+    change(frame)
+    path = tmp_path / f"{name}.parquet"
+    pd.DataFrame(frame).to_parquet(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("no-question", lambda f: f.__setitem__("question", [None] + list(f["question"][1:])), r"row 0 \(question_id \d+\): column `question` must be a non-empty string; got None"),
+        ("empty-answers", lambda f: f.__setitem__("answers", list(f["answers"][:3]) + [[]] + list(f["answers"][4:])), r"row 3 \(question_id \d+\): column `answers` must be a non-empty list"),
+        ("text-images", lambda f: f.__setitem__("image", ["not an image"] * len(f)), r"row 0 \(question_id \d+\): column `image` must hold an image"),
+    ],
+)
+def test_bad_rows_are_named_before_anything_is_generated(tmp_path, name, change, message):
+    with pytest.raises(ValueError, match=message):
+        load_vqa_dataset(_rows_with(tmp_path, name, change))
+
+
+def test_empty_parquet_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"question_id": pa.array([], pa.int64())}), path)
+    with pytest.raises(ValueError, match="hold no rows"):
+        load_vqa_dataset(str(path))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..checkpoints import looks_local
 from .metrics import VQA_ACCURACY, Metric
 
 EMBEDDED = "embedded"
@@ -78,10 +79,14 @@ def _load_source(source: str, split: str) -> Any:
                 f"`dataset` {source!r} must be parquet file(s) (*.parquet), a folder, a Hub id or {EMBEDDED!r}; "
                 f"matched {files or 'no files'}."
             )
+        empty = [f for f in files if _parquet_rows(f) == 0]
+        if len(empty) == len(files):
+            raise ValueError(f"`dataset` {source!r}: the parquet file(s) {empty} hold no rows.")
         # All files form one dataset (the builder calls it "train"; `split` names nothing here).
         return datasets.load_dataset("parquet", data_files=files, split="train")
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a Hub id has exactly one "/"
-        raise ValueError(f"`dataset` {source!r} looks like a local path but does not exist.")
+    # A Hub id is "owner/name"; anything else that names a file or folder is a local path that is missing.
+    if looks_local(source) or source.endswith((".parquet", ".arrow", ".json")) or "/" not in source:
+        raise ValueError(f"`dataset` {source!r}: no such file or folder (a Hub id has the form 'owner/name').")
     try:
         return datasets.load_dataset(source, split=split)
     except (FileNotFoundError, ConnectionError, OSError) as error:
@@ -89,6 +94,12 @@ def _load_source(source: str, split: str) -> Any:
             f"`dataset` {source!r} (split {split!r}) could not be loaded from the Hugging Face Hub: {error}. Pass a Hub "
             f"id such as {LMMS_LAB_VQAV2!r} (online), a local `save_to_disk` folder, parquet files, or {EMBEDDED!r}."
         ) from error
+
+
+def _parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def check_columns(dataset: Any, source: str) -> None:
@@ -109,6 +120,42 @@ def check_columns(dataset: Any, source: str) -> None:
             f"`dataset` {source!r}: column `answers` must hold lists of answer strings or of dicts with an 'answer' "
             f"string (lmms-lab/VQAv2); the first row has {answers!r}."
         )
+
+
+def _row_error(source: str, index: int, question_id: Any, column: str, message: str) -> ValueError:
+    return ValueError(f"`dataset` {source!r}, row {index} (question_id {question_id!r}): column `{column}` {message}")
+
+
+def check_vqa_rows(dataset: Any, source: str) -> None:
+    """Every row's text fields, and image paths where the column holds paths, before anything is generated.
+
+    Raises a ValueError naming the row, its question_id, the column and what is wrong. Images stored as bytes are
+    decoded only when their batch is made.
+    """
+    rows = dataset.select_columns(["question_id", "question", "answers"])[:]
+    for index, (question_id, question, answers) in enumerate(zip(rows["question_id"], rows["question"], rows["answers"])):
+        if question_id is None:
+            raise _row_error(source, index, question_id, "question_id", "is empty.")
+        if not isinstance(question, str) or not question.strip():
+            raise _row_error(source, index, question_id, "question", f"must be a non-empty string; got {question!r}.")
+        strings = answer_strings(answers) if isinstance(answers, list) else None
+        if not strings or not all(isinstance(a, str) for a in strings):
+            raise _row_error(
+                source, index, question_id, "answers",
+                f"must be a non-empty list of answer strings or of dicts with an 'answer' string; got {answers!r}.",
+            )
+    from datasets import Image as ImageFeature
+
+    if isinstance(dataset.features["image"], ImageFeature):
+        return
+    for index, (question_id, image) in enumerate(zip(rows["question_id"], dataset.select_columns(["image"])["image"])):
+        path = image.get("path") if isinstance(image, dict) and not image.get("bytes") else image
+        if isinstance(image, dict) and image.get("bytes"):
+            continue
+        if not isinstance(path, str) or not Path(path).is_file():
+            raise _row_error(
+                source, index, question_id, "image", f"must hold an image (bytes, or the path of an image file); got {image!r}."
+            )
 
 
 def _as_images(dataset: Any, source: str) -> Any:
@@ -140,7 +187,7 @@ def sample_indices(num_rows: int, fraction: float | None, seed: int) -> list[int
 
 def answer_strings(answers: list[Any]) -> list[str]:
     """The human answers of one row as strings (lmms-lab dicts or plain strings)."""
-    return [a["answer"] if isinstance(a, dict) else a for a in answers]
+    return [a.get("answer") if isinstance(a, dict) else a for a in answers]
 
 
 def row_type(row: dict[str, Any], column: str) -> str:
@@ -174,7 +221,8 @@ def vqav2_record(row: dict[str, Any]) -> dict[str, Any]:
 class DatasetFormat:
     """One benchmark's layout (see the module docstring).
 
-    `check(dataset, source)` raises a ValueError naming what is wrong with a loaded dataset's columns or rows;
+    `check(dataset, source)` raises a ValueError naming what is wrong with a loaded dataset's columns;
+    `check_rows(dataset, source)` the same for every row to be evaluated (before anything is generated);
     `to_record(row)` maps a row without its `image` to the question record.
     """
 
@@ -182,6 +230,7 @@ class DatasetFormat:
     hub_id: str | None
     default_split: str
     check: Callable[[Any, str], None]
+    check_rows: Callable[[Any, str], None]
     to_record: Callable[[dict[str, Any]], dict[str, Any]]
     metric: Metric
 
@@ -198,7 +247,7 @@ def register_dataset_format(dataset_format: DatasetFormat, overwrite: bool = Fal
 
 
 VQAV2 = register_dataset_format(
-    DatasetFormat("vqav2", LMMS_LAB_VQAV2, "validation", check_columns, vqav2_record, VQA_ACCURACY)
+    DatasetFormat("vqav2", LMMS_LAB_VQAV2, "validation", check_columns, check_vqa_rows, vqav2_record, VQA_ACCURACY)
 )
 
 
@@ -240,7 +289,6 @@ def load_vqa_dataset(
     checked_format = get_dataset_format(dataset_format)
     dataset = _load_source(source, split)
     checked_format.check(dataset, source)
-    dataset = _as_images(dataset, source)
     indices = sample_indices(len(dataset), fraction, seed)
     if limit is not None:
         indices = indices[:limit]
@@ -251,7 +299,8 @@ def load_vqa_dataset(
         )
     if len(indices) != len(dataset):
         dataset = dataset.select(indices)
-    return dataset
+    checked_format.check_rows(dataset, source)  # only the rows to be evaluated
+    return _as_images(dataset, source)
 
 
 __all__ = [
@@ -264,6 +313,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "answer_strings",
     "check_columns",
+    "check_vqa_rows",
     "check_sample",
     "get_dataset_format",
     "question_records",
