@@ -282,3 +282,33 @@ def test_bad_dataset_rows_stop_eval_before_generating_and_leave_no_folder(assets
             str(tmp_path / "out"), *FAST]
     assert "row 2 (question_id" in cli_error(capsys, argv)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "list", "missing-key"])
+def test_damaged_results_json_is_rebuilt_from_the_predictions(baseline, assets, tmp_path, capsys, damage):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(baseline, out)
+    path = out / "results.json"
+    text = path.read_text()
+    if damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "list":
+        path.write_text("[]")
+    else:
+        data = json.loads(text)
+        del data["results"][2]["accuracy"]
+        path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert _eval(assets, out) == 0
+    err = capsys.readouterr().err
+    assert f"rebuilt {NUM_CONFIGURATIONS} finished configuration(s)" in err and "0 configuration(s) evaluated" in err
+    rebuilt = json.loads(path.read_text())["results"]
+    expected = json.loads((baseline / "results.json").read_text())["results"]
+    assert [(e["method"], e["num_kept_query_tokens"]) for e in rebuilt] == [
+        (e["method"], e["num_kept_query_tokens"]) for e in expected]
+    for ours, theirs in zip(rebuilt, expected):
+        assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
+        assert ours["accuracy_by_answer_type"] == pytest.approx(theirs["accuracy_by_answer_type"])
+    assert _predictions(out) == _predictions(baseline)

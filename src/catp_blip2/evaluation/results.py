@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +35,58 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+ENTRY_KEYS = ("method", "pruning_settings", "num_kept_query_tokens", "accuracy")
+
+
 def load_results(out: Path) -> dict[str, Any] | None:
+    """The stored results, None when there are none; a ValueError saying what is wrong with an unreadable file."""
     path = out / RESULTS_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"`--out` {str(out)!r}: {RESULTS_FILE} is not valid JSON ({error}); use another --out.") from None
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{RESULTS_FILE} is not valid JSON ({error})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("results"), list):
+        raise ValueError(f"{RESULTS_FILE} is not an object with a `results` list")
+    for index, entry in enumerate(stored["results"]):
+        if not isinstance(entry, dict) or not set(ENTRY_KEYS) <= set(entry):
+            raise ValueError(f"{RESULTS_FILE}: results[{index}] lacks some of {list(ENTRY_KEYS)}")
+    return stored
+
+
+def rebuild_entries(out: Path, configurations: list[Configuration], num_questions: int) -> list[dict[str, Any]]:
+    """The entries of this sweep's configurations whose predictions file is complete, recomputed from its lines.
+
+    Predictions are written (atomically) before their entry, so a complete file is a finished configuration.
+    """
+    entries = []
+    for configuration in configurations:
+        path = out / PREDICTIONS_DIR / f"{configuration.file_stem}.jsonl"
+        try:
+            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if len(lines) != num_questions or not all(isinstance(line, dict) and "accuracy" in line for line in lines):
+            continue
+        scores = [line["accuracy"] / 100.0 for line in lines]
+        entries.append(
+            {
+                "method": configuration.method,
+                "pruning_settings": configuration.pruning_settings,
+                "num_kept_query_tokens": configuration.num_kept_query_tokens,
+                "accuracy": mean_percent(scores),
+                "accuracy_by_answer_type": accuracy_breakdown(scores, [line.get("answer_type") for line in lines]),
+                "accuracy_by_question_type": accuracy_breakdown(scores, [line.get("question_type") for line in lines]),
+                "relative_to_unpruned": None,
+                "seconds": None,  # not recorded in the predictions
+                "predictions_file": f"{PREDICTIONS_DIR}/{configuration.file_stem}.jsonl",
+            }
+        )
+    unpruned = [e["accuracy"] for e in entries if e["pruning_settings"]["pruning_method"] == UNPRUNED]
+    for entry in entries:
+        entry["relative_to_unpruned"] = entry["accuracy"] / unpruned[0] if unpruned and unpruned[0] else None
+    return entries
 
 
 def check_compatible(stored: dict[str, Any], settings: dict[str, Any], out: Path) -> None:
@@ -96,7 +141,16 @@ class ResultsFolder:
         self.header = header
         self.settings = settings
         self.configurations = configurations
-        stored = load_results(self.out)
+        try:
+            stored = load_results(self.out)
+        except ValueError as problem:
+            entries = rebuild_entries(self.out, configurations, header.get("num_questions", 0))
+            print(
+                f"[eval] {str(self.out)!r}: {problem}; rebuilt {len(entries)} finished configuration(s) from "
+                f"{PREDICTIONS_DIR}/ (nothing finished is recomputed; the stored run settings could not be checked).",
+                file=sys.stderr,
+            )
+            stored = {"settings": settings, "results": entries}
         if stored is not None:
             check_compatible(stored, settings, self.out)
         entries = (stored or {}).get("results", [])
@@ -153,6 +207,7 @@ __all__ = [
     "SweepOutcome",
     "check_compatible",
     "load_results",
+    "rebuild_entries",
     "score_configuration",
     "write_atomic",
 ]
