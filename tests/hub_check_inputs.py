@@ -20,7 +20,8 @@ def model_probe(model: Any, processor: Any, images: list) -> dict:
         padding_side="left",  # a decoder-only model continues from the last position
     )
     with torch.no_grad():
-        features = model.get_image_features(inputs["pixel_values"])
+        qformer = {k: inputs[k] for k in ("qformer_input_ids", "qformer_attention_mask") if k in inputs}  # InstructBLIP
+        features = model.get_image_features(inputs["pixel_values"], **qformer)
         logits = model(**inputs).logits
         generated = model.generate(**inputs, max_new_tokens=6)
     return {

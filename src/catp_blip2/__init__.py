@@ -14,26 +14,37 @@ from transformers import (
 )
 
 from .configuration_catp import PRUNING_METHODS, PRUNING_SETTINGS, CatpConfig
+from .configuration_catp_instructblip import CatpInstructBlipConfig
 from .modeling_catp import (
     CatpBlip2ForConditionalGeneration,
     CatpForConditionalGenerationModelOutput,
     CatpImageFeaturesOutput,
 )
+from .modeling_catp_instructblip import CatpInstructBlipForConditionalGeneration
 from .pipeline_catp import CatpVisualQuestionAnsweringPipeline, vqa_pipeline
 
 __version__ = "0.1.0"
 
 AUTO_MODEL_CLASSES = (AutoModel, AutoModelForImageTextToText, AutoModelForVisualQuestionAnswering)
 
-AutoConfig.register(CatpConfig.model_type, CatpConfig, exist_ok=True)
-for _auto_class in AUTO_MODEL_CLASSES:
-    _auto_class.register(CatpConfig, CatpBlip2ForConditionalGeneration, exist_ok=True)
+# One (config, model) pair per Q-Former family.
+FAMILIES = (
+    (CatpConfig, CatpBlip2ForConditionalGeneration),
+    (CatpInstructBlipConfig, CatpInstructBlipForConditionalGeneration),
+)
+for _config_class, _model_class in FAMILIES:
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    for _auto_class in AUTO_MODEL_CLASSES:
+        _auto_class.register(_config_class, _model_class, exist_ok=True)
 
 __all__ = [
     "AUTO_MODEL_CLASSES",
     "CatpBlip2ForConditionalGeneration",
     "CatpConfig",
     "CatpForConditionalGenerationModelOutput",
+    "CatpInstructBlipConfig",
+    "CatpInstructBlipForConditionalGeneration",
+    "FAMILIES",
     "CatpImageFeaturesOutput",
     "CatpVisualQuestionAnsweringPipeline",
     "PRUNING_METHODS",

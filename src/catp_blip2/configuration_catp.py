@@ -56,8 +56,128 @@ def _bad(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"`{name}` must be {allowed}; got {value!r}.")
 
 
+class PruningConfigMixin:
+    """What every CATP config adds to its stock config: the pruning settings, their validation, and what a saved
+    folder needs to load through remote code. A concrete config puts it first among its bases and sets
+    `model_type`, `base_model_types` (the stock model types whose checkpoints load into it) and
+    `remote_model_class` (the "module.Class" its saved folders map the Auto model classes to)."""
+
+    model_type: str
+    base_model_types: tuple[str, ...] = ()
+    remote_model_class: str
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # A stock checkpoint's config.json carries its own model_type ("blip-2", ...), which the base class would
+        # set on the instance; the CATP config must save (and reload) as its own.
+        vars(self).pop("model_type", None)
+        self._declare_remote_code()
+        self.check_pruning_settings()
+
+    def _declare_remote_code(self) -> None:
+        """`auto_map` for every Auto class and the `visual-question-answering` pipeline, in the config itself, so
+        that every saved folder (not only exports) loads and runs its pipeline through remote code.
+
+        transformers 5 removed that task and resolves it only through `custom_pipelines`; `register_for_auto_class`
+        would map a single Auto class, so the map is written whole."""
+        module = type(self).__module__.rsplit(".", 1)[-1]
+        auto_map = {"AutoConfig": f"{module}.{type(self).__name__}"}
+        auto_map.update({name: self.remote_model_class for name in AUTO_MODEL_CLASSES})
+        self.auto_map = {**auto_map, **(getattr(self, "auto_map", None) or {})}
+        pipelines = dict(getattr(self, "custom_pipelines", None) or {})
+        pipelines.setdefault(
+            VQA_TASK,
+            {
+                "impl": f"pipeline_catp.{CatpVisualQuestionAnsweringPipeline.__name__}",
+                "pt": ["AutoModelForVisualQuestionAnswering"],
+                "tf": [],
+                "type": "multimodal",
+            },
+        )
+        self.custom_pipelines = pipelines
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") in cls.base_model_types:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+    @property
+    def num_cross_attention_layers(self) -> int:
+        """How many Q-Former layers have cross-attention (layer i does when i % frequency == 0)."""
+        q = self.qformer_config
+        return len(range(0, q.num_hidden_layers, q.cross_attention_frequency))
+
+    @property
+    def total_query_tokens(self) -> int:
+        """How many query tokens the language model would get unpruned (InstructBLIP-Video: frames x queries)."""
+        return self.num_query_tokens
+
+    @property
+    def kept_query_tokens(self) -> int:
+        """k resolved: `num_kept_query_tokens`, or all query tokens when that is `None` or the method is `"none"`."""
+        if self.pruning_method == "none" or self.num_kept_query_tokens is None:
+            return self.total_query_tokens
+        return self.num_kept_query_tokens
+
+    def voting_layer_positions(self) -> list[int]:
+        """Positions, among the cross-attention layers, of the layers that vote."""
+        n = self.num_cross_attention_layers
+        if self.vote_layers == "first":
+            return [0]
+        if self.vote_layers == "last":
+            return [n - 1]
+        if self.vote_layers == "all":
+            return list(range(n))
+        return list(self.vote_layers)
+
+    def voting_layer_weights(self) -> list[float]:
+        """One weight per entry of `voting_layer_positions()`."""
+        positions = self.voting_layer_positions()
+        if self.vote_layer_weights is None:
+            return [1.0] * len(positions)
+        return [float(w) for w in self.vote_layer_weights]
+
+    def check_pruning_settings(self) -> None:
+        """Raise a `ValueError` naming the first invalid pruning setting, its value and what is allowed.
+
+        Called at construction and again by the model at every call, since settings may be changed in between.
+        A registered method's setting that this config does not hold yet takes its declared default.
+        """
+        if self.pruning_method not in PRUNING_METHODS:
+            raise _bad("pruning_method", self.pruning_method, f"one of {tuple(PRUNING_METHODS)}")
+        q = self.total_query_tokens
+        k = self.num_kept_query_tokens
+        if k is not None:
+            if as_int(k) is None or not 1 <= as_int(k) <= q:
+                raise _bad("num_kept_query_tokens", k, f"None or an integer in 1..{q} ({self.total_query_tokens_text})")
+            self.num_kept_query_tokens = as_int(k)  # numpy and tensor integers are stored as plain ints
+        for name, setting in method_settings().items():
+            value = getattr(self, name) if name in vars(self) else copy.deepcopy(setting.default)
+            try:
+                setattr(self, name, setting.check(value, self))
+            except ValueError as error:
+                raise _bad(name, value, str(error)) from None
+
+    # What `total_query_tokens` is, for error messages.
+    total_query_tokens_text = "num_query_tokens"
+
+    @classmethod
+    def from_stock_config(cls, config: Any, **pruning_settings: Any) -> Any:
+        """This CATP config with every field of a stock config (`Blip2Config`, ...) and the given pruning settings."""
+        unknown = set(pruning_settings) - set(PRUNING_SETTINGS)
+        if unknown:
+            raise ValueError(f"Unknown pruning setting(s) {sorted(unknown)}; allowed: {list(PRUNING_SETTINGS)}.")
+        values = config.to_dict()
+        for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
+            values.pop(key, None)
+        values.update(pruning_settings)
+        return cls(**values)
+
+
 @strict
-class CatpConfig(Blip2Config):
+class CatpConfig(PruningConfigMixin, Blip2Config):
     r"""
     Configuration of [`CatpBlip2ForConditionalGeneration`]: every `Blip2Config` field plus the pruning settings.
 
@@ -87,6 +207,8 @@ class CatpConfig(Blip2Config):
     """
 
     model_type = "catp_blip2"
+    base_model_types = ("blip-2",)
+    remote_model_class = "modeling_catp.CatpBlip2ForConditionalGeneration"
 
     # Typed `Any` on purpose: `@strict` type errors are not ValueErrors, and every bad setting must raise a
     # ValueError that names the setting, the value and what is allowed (see `check_pruning_settings`). The
@@ -95,112 +217,10 @@ class CatpConfig(Blip2Config):
     pruning_method: Any = "catp"
     num_kept_query_tokens: Any = None
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        # A stock checkpoint's config.json carries model_type "blip-2", which the base class would set on the
-        # instance; the CATP config must save (and reload) as "catp_blip2".
-        vars(self).pop("model_type", None)
-        self._declare_remote_code()
-        self.check_pruning_settings()
-
-    def _declare_remote_code(self) -> None:
-        """`auto_map` for every Auto class and the `visual-question-answering` pipeline, in the config itself, so
-        that every saved folder (not only exports) loads and runs its pipeline through remote code.
-
-        transformers 5 removed that task and resolves it only through `custom_pipelines`; `register_for_auto_class`
-        would map a single Auto class, so the map is written whole."""
-        auto_map = {"AutoConfig": f"configuration_catp.{type(self).__name__}"}
-        auto_map.update({name: self.remote_model_class for name in AUTO_MODEL_CLASSES})
-        self.auto_map = {**auto_map, **(getattr(self, "auto_map", None) or {})}
-        pipelines = dict(getattr(self, "custom_pipelines", None) or {})
-        pipelines.setdefault(
-            VQA_TASK,
-            {
-                "impl": f"pipeline_catp.{CatpVisualQuestionAnsweringPipeline.__name__}",
-                "pt": ["AutoModelForVisualQuestionAnswering"],
-                "tf": [],
-                "type": "multimodal",
-            },
-        )
-        self.custom_pipelines = pipelines
-
-    # The model class a saved folder's auto_map names (module file of the model core, class).
-    remote_model_class = "modeling_catp.CatpBlip2ForConditionalGeneration"
-
-    # Stock layouts this config extends: their checkpoints load into it as they are, without transformers' warning
-    # about a checkpoint of another model type.
-    base_model_types = ("blip-2",)
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if config_dict.get("model_type") in cls.base_model_types:
-            config_dict = {**config_dict, "model_type": cls.model_type}
-        return config_dict, kwargs
-
-    @property
-    def num_cross_attention_layers(self) -> int:
-        """How many Q-Former layers have cross-attention (layer i does when i % frequency == 0)."""
-        q = self.qformer_config
-        return len(range(0, q.num_hidden_layers, q.cross_attention_frequency))
-
-    @property
-    def kept_query_tokens(self) -> int:
-        """k resolved: `num_kept_query_tokens`, or `num_query_tokens` when that is `None` or the method is `"none"`."""
-        if self.pruning_method == "none" or self.num_kept_query_tokens is None:
-            return self.num_query_tokens
-        return self.num_kept_query_tokens
-
-    def voting_layer_positions(self) -> list[int]:
-        """Positions, among the cross-attention layers, of the layers that vote."""
-        n = self.num_cross_attention_layers
-        if self.vote_layers == "first":
-            return [0]
-        if self.vote_layers == "last":
-            return [n - 1]
-        if self.vote_layers == "all":
-            return list(range(n))
-        return list(self.vote_layers)
-
-    def voting_layer_weights(self) -> list[float]:
-        """One weight per entry of `voting_layer_positions()`."""
-        positions = self.voting_layer_positions()
-        if self.vote_layer_weights is None:
-            return [1.0] * len(positions)
-        return [float(w) for w in self.vote_layer_weights]
-
-    def check_pruning_settings(self) -> None:
-        """Raise a `ValueError` naming the first invalid pruning setting, its value and what is allowed.
-
-        Called at construction and again by the model at every call, since settings may be changed in between.
-        A registered method's setting that this config does not hold yet takes its declared default.
-        """
-        if self.pruning_method not in PRUNING_METHODS:
-            raise _bad("pruning_method", self.pruning_method, f"one of {tuple(PRUNING_METHODS)}")
-        q = self.num_query_tokens
-        k = self.num_kept_query_tokens
-        if k is not None:
-            if as_int(k) is None or not 1 <= as_int(k) <= q:
-                raise _bad("num_kept_query_tokens", k, f"None or an integer in 1..{q} (num_query_tokens)")
-            self.num_kept_query_tokens = as_int(k)  # numpy and tensor integers are stored as plain ints
-        for name, setting in method_settings().items():
-            value = getattr(self, name) if name in vars(self) else copy.deepcopy(setting.default)
-            try:
-                setattr(self, name, setting.check(value, self))
-            except ValueError as error:
-                raise _bad(name, value, str(error)) from None
-
     @classmethod
     def from_blip2_config(cls, config: Blip2Config, **pruning_settings: Any) -> "CatpConfig":
         """A `CatpConfig` with every field of a stock `Blip2Config` and the given pruning settings."""
-        unknown = set(pruning_settings) - set(PRUNING_SETTINGS)
-        if unknown:
-            raise ValueError(f"Unknown pruning setting(s) {sorted(unknown)}; allowed: {list(PRUNING_SETTINGS)}.")
-        values = config.to_dict()
-        for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
-            values.pop(key, None)
-        values.update(pruning_settings)
-        return cls(**values)
+        return cls.from_stock_config(config, **pruning_settings)
 
 
 # save_pretrained writes this module (and what it imports relatively) beside config.json.
@@ -212,6 +232,7 @@ __all__ = [
     "IMAGE_TOKEN_WEIGHTINGS",
     "PRUNING_METHODS",
     "PRUNING_SETTINGS",
+    "PruningConfigMixin",
     "VOTE_AGGREGATIONS",
     "VOTE_LAYER_NAMES",
     "default_pruning_settings",

@@ -23,14 +23,15 @@ def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Te
 def qformer_attention_probs(
     module: nn.Module,
     hidden_states: torch.Tensor,
-    encoder_hidden_states: torch.Tensor | None = None,
+    source: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Probabilities of a `Blip2QFormerMultiHeadAttention`, recomputed from its own projections.
+    """Probabilities of a Q-Former multi-head attention (BLIP-2, InstructBLIP), recomputed from its own projections.
 
-    hidden_states (B, Lq, D); encoder_hidden_states (B, N, E) for cross-attention. Returns (B, H, Lq, N or Lq).
+    hidden_states (B, Lq, D): the attending rows; source (B, S, E): what they attend to (the image tokens for
+    cross-attention, the whole sequence for self-attention); attention_mask broadcastable to (B, H, Lq, S).
+    Returns (B, H, Lq, S).
     """
-    source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
     head = module.attention_head_size
     query = module.query(hidden_states).unflatten(-1, (-1, head)).transpose(1, 2)
     key = module.key(source).unflatten(-1, (-1, head)).transpose(1, 2)
@@ -65,8 +66,13 @@ class AttentionRecorder:
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             encoder = kwargs.get("encoder_hidden_states")
             mask = kwargs.get("encoder_attention_mask") if encoder is not None else kwargs.get("attention_mask")
+            # Rows: the query tokens only (InstructBLIP's Q-Former also runs the instruction's tokens). Keys: all
+            # that the module attends to, so the softmax is the module's own; self-attention then keeps the columns
+            # of the query tokens.
+            if mask is not None and mask.dim() == 4 and mask.shape[-2] > num_queries:
+                mask = mask[..., :num_queries, :]  # a (B, 1, L, L) mask: the query rows
             with torch.no_grad():
-                probs = self.qformer_probs(module, hidden[:, :num_queries], encoder, mask)
+                probs = self.qformer_probs(module, hidden[:, :num_queries], hidden if encoder is None else encoder, mask)
             if encoder is None:
                 probs = probs[..., :num_queries]
             store[slot] = probs

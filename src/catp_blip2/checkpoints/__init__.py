@@ -65,20 +65,44 @@ def resolve_checkpoint(source: Any, option: str = "--model") -> str:
     return source
 
 
+def catp_family(source: str, option: str = "--model") -> tuple[type, type]:
+    """(CATP config class, CATP model class) of the checkpoint at `source`, from its config.json's model_type:
+    a stock checkpoint (blip-2, instructblip) or a CATP one. Reads only config.json."""
+    from transformers import PretrainedConfig
+
+    from .. import FAMILIES
+
+    location = resolve_checkpoint(source, option)
+    try:
+        model_type = PretrainedConfig.get_config_dict(location)[0].get("model_type")
+    except OSError as error:  # an unknown Hub id, or the Hub out of reach
+        raise ValueError(f"`{option}` {source!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
+    for config_class, model_class in FAMILIES:
+        if model_type == config_class.model_type or model_type in config_class.base_model_types:
+            return config_class, model_class
+    known = [t for config_class, _ in FAMILIES for t in (*config_class.base_model_types, config_class.model_type)]
+    raise ValueError(f"`{option}` {source!r} is a {model_type!r} checkpoint; CATP takes one of {known}.")
+
+
+def load_catp_config(source: str, option: str = "--model") -> Any:
+    """The CATP config of the checkpoint at `source` (config.json only), for checks before the weights load."""
+    config_class, _ = catp_family(source, option)
+    return config_class.from_pretrained(resolve_checkpoint(source, option))
+
+
 def load_catp_model(source: str, option: str = "--model", dtype: Any = "auto", **kwargs: Any):
-    """`CatpBlip2ForConditionalGeneration.from_pretrained` of a resolved source (stock BLIP-2 checkpoints load too).
+    """The CATP model of the checkpoint's family (`catp_family`), loaded with `from_pretrained`.
 
     `dtype` is a `DTYPES` name or a torch dtype; `kwargs` go to `from_pretrained` (`device_map`, ...).
     """
-    from ..modeling_catp import CatpBlip2ForConditionalGeneration
-
+    _, model_class = catp_family(source, option)
     location = resolve_checkpoint(source, option)
     if isinstance(dtype, str) and dtype != "auto":
         dtype = torch_dtype(dtype)
     try:
-        return CatpBlip2ForConditionalGeneration.from_pretrained(location, dtype=dtype, **kwargs)
-    except OSError as error:  # an unknown Hub id, or the Hub out of reach
+        return model_class.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as error:  # weights missing or out of reach
         raise ValueError(f"`{option}` {source!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
 
 
-__all__ = ["DTYPES", "EMBEDDED", "check_dtype", "embedded_model_dir", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]
+__all__ = ["DTYPES", "EMBEDDED", "catp_family", "check_dtype", "load_catp_config", "embedded_model_dir", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]

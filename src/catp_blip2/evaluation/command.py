@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import DTYPES, EMBEDDED, load_catp_model, resolve_checkpoint
+from ..checkpoints import DTYPES, EMBEDDED, load_catp_config, load_catp_model, resolve_checkpoint
 from ..scoring import PRUNING_METHODS
 from .datasets import check_sample
 from .generation import GenerationSettings
@@ -116,7 +116,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def load_model_and_processor(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
-    """One model load: `CatpBlip2ForConditionalGeneration` (stock BLIP-2 checkpoints load into it) and its processor."""
+    """One model load, of the checkpoint's family (BLIP-2 or InstructBLIP, stock or CATP), and its processor."""
     from transformers import AutoProcessor
 
     load_kwargs: dict[str, Any] = {"device_map": args.device_map} if args.device_map else {}
@@ -169,13 +169,7 @@ def set_cpu_threads(model: Any, num_threads: int | None) -> None:
 
 def load_base_config(args: argparse.Namespace) -> Any:
     """The checkpoint's config alone (a small file), so the sweep is checked before a model or dataset is loaded."""
-    from ..configuration_catp import CatpConfig
-
-    location = resolve_checkpoint(args.model, "--model")
-    try:
-        return CatpConfig.from_pretrained(location)
-    except OSError as error:  # an unknown Hub id, or the Hub out of reach
-        raise ValueError(f"`--model` {args.model!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
+    return load_catp_config(args.model, "--model")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ from transformers import (
     Blip2Processor,
     Blip2QFormerConfig,
     Blip2VisionConfig,
+    InstructBlipConfig,
+    InstructBlipProcessor,
     OPTConfig,
     PreTrainedTokenizerFast,
     T5Config,
@@ -22,7 +24,9 @@ from transformers import (
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
 from ..configuration_catp import CatpConfig
+from ..configuration_catp_instructblip import CatpInstructBlipConfig
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
+from ..modeling_catp_instructblip import CatpInstructBlipForConditionalGeneration
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE)  # ids 0..4 in this order
@@ -131,6 +135,44 @@ def tiny_blip2_config(
     )
 
 
+def tiny_instructblip_config(language_model: Literal["opt", "t5"] = "opt", **sizes: Any) -> InstructBlipConfig:
+    """A stock `InstructBlipConfig` of the same tiny shape as `tiny_blip2_config` (the Q-Former reads
+    `tiny_tokenizer()` ids too)."""
+    blip2 = tiny_blip2_config(language_model, **sizes)
+
+    def part(config) -> dict[str, Any]:
+        values = config.to_dict()
+        values.pop("model_type", None)  # the InstructBLIP sub-configs have their own
+        return values
+
+    return InstructBlipConfig(
+        vision_config=part(blip2.vision_config),
+        qformer_config=part(blip2.qformer_config),
+        text_config=blip2.text_config.to_dict(),
+        num_query_tokens=blip2.num_query_tokens,
+        image_token_index=blip2.image_token_index,
+    )
+
+
+def tiny_instructblip_processor(image_size: int = 30, num_query_tokens: int = 32) -> InstructBlipProcessor:
+    """An `InstructBlipProcessor`: `num_query_tokens` `<image>` placeholders before each prompt, and the prompt's
+    own ids for the Q-Former (`qformer_input_ids`)."""
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+    return InstructBlipProcessor(image_processor, tiny_tokenizer(), tiny_tokenizer(), num_query_tokens=num_query_tokens)
+
+
+def tiny_instructblip_model(
+    language_model: Literal["opt", "t5"] = "opt", seed: int = 0, **pruning_settings: Any
+) -> CatpInstructBlipForConditionalGeneration:
+    """A randomly initialised tiny CATP InstructBLIP in eval mode (query tokens drawn as in `tiny_model`)."""
+    torch.manual_seed(seed)
+    config = CatpInstructBlipConfig.from_stock_config(tiny_instructblip_config(language_model), **pruning_settings)
+    model = CatpInstructBlipForConditionalGeneration(config)
+    with torch.no_grad():
+        model.query_tokens.normal_()
+    return model.eval()
+
+
 def tiny_processor(
     tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = 30, num_query_tokens: int = 32
 ) -> Blip2Processor:
@@ -155,4 +197,14 @@ def tiny_model(
     return model.eval()
 
 
-__all__ = ["DEFAULT_WORDS", "SPECIAL_TOKENS", "tiny_blip2_config", "tiny_model", "tiny_processor", "tiny_tokenizer"]
+__all__ = [
+    "DEFAULT_WORDS",
+    "SPECIAL_TOKENS",
+    "tiny_blip2_config",
+    "tiny_instructblip_config",
+    "tiny_instructblip_model",
+    "tiny_instructblip_processor",
+    "tiny_model",
+    "tiny_processor",
+    "tiny_tokenizer",
+]
