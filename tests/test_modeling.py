@@ -185,7 +185,7 @@ def test_wrong_placeholder_count_is_a_clear_error(pair, processor):
     configure(model, pruning_method="catp", num_kept_query_tokens=8)
     inputs = batch(processor)
     for ids in (inputs["input_ids"][:, 5:], inputs["input_ids"][:, 31:]):
-        with pytest.raises(ValueError, match=r"num_query_tokens=32 image placeholder tokens .* got \["):
+        with pytest.raises(ValueError, match=r"must carry 32 placeholder tokens \(image_token_id=4.* got \["):
             model(pixel_values=inputs["pixel_values"], input_ids=ids, **extra_inputs(model, 4))
         with pytest.raises(ValueError, match="num_kept_query_tokens=8"):
             model.generate(pixel_values=inputs["pixel_values"], input_ids=ids, max_new_tokens=2)

@@ -15,12 +15,14 @@ from transformers import (
 
 from .configuration_catp import PRUNING_METHODS, PRUNING_SETTINGS, CatpConfig
 from .configuration_catp_instructblip import CatpInstructBlipConfig
+from .configuration_catp_instructblipvideo import CatpInstructBlipVideoConfig
 from .modeling_catp import (
     CatpBlip2ForConditionalGeneration,
     CatpForConditionalGenerationModelOutput,
     CatpImageFeaturesOutput,
 )
 from .modeling_catp_instructblip import CatpInstructBlipForConditionalGeneration
+from .modeling_catp_instructblipvideo import CatpInstructBlipVideoForConditionalGeneration
 from .pipeline_catp import CatpVisualQuestionAnsweringPipeline, vqa_pipeline
 
 __version__ = "0.1.0"
@@ -31,6 +33,7 @@ AUTO_MODEL_CLASSES = (AutoModel, AutoModelForImageTextToText, AutoModelForVisual
 FAMILIES = (
     (CatpConfig, CatpBlip2ForConditionalGeneration),
     (CatpInstructBlipConfig, CatpInstructBlipForConditionalGeneration),
+    (CatpInstructBlipVideoConfig, CatpInstructBlipVideoForConditionalGeneration),
 )
 for _config_class, _model_class in FAMILIES:
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
@@ -44,6 +47,8 @@ __all__ = [
     "CatpForConditionalGenerationModelOutput",
     "CatpInstructBlipConfig",
     "CatpInstructBlipForConditionalGeneration",
+    "CatpInstructBlipVideoConfig",
+    "CatpInstructBlipVideoForConditionalGeneration",
     "FAMILIES",
     "CatpImageFeaturesOutput",
     "CatpVisualQuestionAnsweringPipeline",

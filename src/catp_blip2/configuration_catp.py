@@ -65,6 +65,8 @@ class PruningConfigMixin:
     model_type: str
     base_model_types: tuple[str, ...] = ()
     remote_model_class: str
+    # Settings only this family has (InstructBLIP-Video: num_frames, frame_selection).
+    family_settings: tuple[str, ...] = ()
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -166,9 +168,10 @@ class PruningConfigMixin:
     @classmethod
     def from_stock_config(cls, config: Any, **pruning_settings: Any) -> Any:
         """This CATP config with every field of a stock config (`Blip2Config`, ...) and the given pruning settings."""
-        unknown = set(pruning_settings) - set(PRUNING_SETTINGS)
+        allowed = [*PRUNING_SETTINGS, *cls.family_settings]
+        unknown = set(pruning_settings) - set(allowed)
         if unknown:
-            raise ValueError(f"Unknown pruning setting(s) {sorted(unknown)}; allowed: {list(PRUNING_SETTINGS)}.")
+            raise ValueError(f"Unknown pruning setting(s) {sorted(unknown)}; allowed: {allowed}.")
         values = config.to_dict()
         for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
             values.pop(key, None)

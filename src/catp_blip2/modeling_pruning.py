@@ -135,14 +135,27 @@ class CatpQFormerMixin:
         **kwargs,
     ) -> CatpImageFeaturesOutput:
         r"""
-        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, image_size, image_size)`): the images.
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, image_size, image_size)`, or
+            `(batch_size, frames, num_channels, image_size, image_size)` for video): the images.
 
         Returns a [`CatpImageFeaturesOutput`] whose `pooler_output` (B, k, text_hidden_size) holds the projected
-        kept query tokens, with `kept_query_indices` (B, k) and `query_token_scores` (B, num_query_tokens).
+        kept query tokens, with `kept_query_indices` (B, k) and `query_token_scores` (B, T), T = num_query_tokens
+        (times the frames for video; indices in (frame, query) order).
         """
         config = self.config
         config.check_pruning_settings()
         extra = self._family_inputs(kwargs)
+        frames = 1
+        expected = getattr(config, "num_frames", None)  # video models
+        if expected is not None and (pixel_values.dim() != 5 or pixel_values.shape[1] != expected):
+            raise ValueError(
+                f"`pixel_values` must be (batch, num_frames={expected}, channels, height, width); got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if pixel_values.dim() == 5:  # video: every frame through the vision encoder and the Q-Former
+            frames = pixel_values.shape[1]
+            pixel_values = pixel_values.flatten(0, 1)
+            extra = {name: None if v is None else v.repeat_interleave(frames, dim=0) for name, v in extra.items()}
         needs = PRUNING_METHODS[config.pruning_method].inputs
         with self._record_attentions(needs) as recorder:
             vision_outputs: BaseModelOutputWithPooling = self.vision_model(
@@ -154,14 +167,7 @@ class CatpQFormerMixin:
             qformer_outputs = self.family.run_qformer(self, query_tokens, image_embeds, image_attention_mask, **extra)
         query_output = qformer_outputs.last_hidden_state[:, : query_tokens.shape[1]]
         scores = self._score_query_tokens(recorder, query_output)
-
-        batch_size, num_queries = query_output.shape[:2]
-        k = config.kept_query_tokens
-        if k == num_queries:
-            kept = torch.arange(num_queries, device=query_output.device).expand(batch_size, num_queries)
-        else:
-            kept = select_top_k(scores, k)
-            query_output = gather_tokens(query_output, kept)
+        kept, query_output, scores = self._keep_best(scores, query_output, frames)
 
         # The Q-Former is kept in fp32; the projection and the language model may not be.
         if query_output.dtype != image_embeds.dtype:
@@ -177,6 +183,29 @@ class CatpQFormerMixin:
             query_token_scores=scores,
         )
 
+    def _keep_best(
+        self, scores: torch.Tensor, query_output: torch.Tensor, frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """scores (B * F, Q), query_output (B * F, Q, D) -> kept (B, k), kept tokens (B, k, D), scores (B, F * Q).
+
+        Every frame has the same number of voters, so the points of different frames compare directly: the k best
+        of the whole video are kept ("global"), or k / F of each frame (`frame_selection="per_frame"`).
+        """
+        batch, num_queries = scores.shape[0] // frames, scores.shape[1]
+        total = frames * num_queries
+        scores = scores.reshape(batch, total)
+        tokens = query_output.reshape(batch, total, query_output.shape[-1])
+        k = self.config.kept_query_tokens
+        if k == total:
+            return torch.arange(total, device=tokens.device).expand(batch, total), tokens, scores
+        if frames > 1 and getattr(self.config, "frame_selection", "global") == "per_frame":
+            per_frame = select_top_k(scores.reshape(batch * frames, num_queries), k // frames)
+            offsets = torch.arange(frames, device=per_frame.device).repeat(batch)[:, None] * num_queries
+            kept = (per_frame + offsets).reshape(batch, k)
+        else:
+            kept = select_top_k(scores, k)
+        return kept, gather_tokens(tokens, kept), scores
+
     # ---- seam 2: placeholders of pruned tokens leave the language-model inputs ----------------------------
 
     def _drop_pruned_placeholders(
@@ -188,7 +217,7 @@ class CatpQFormerMixin:
         placeholders (as `Blip2Processor` makes them; the j-th stands for query token j) or exactly k (already
         compact). Returns the tensors as (B, L - (num_query_tokens - k), ...) or unchanged.
         """
-        num_queries, k = self.config.num_query_tokens, kept.shape[1]
+        num_queries, k = self.config.total_query_tokens, kept.shape[1]
         if placeholder_mask.shape[0] != kept.shape[0]:
             raise ValueError(
                 f"The text inputs have {placeholder_mask.shape[0]} rows but `pixel_values` has {kept.shape[0]} images;"
@@ -201,8 +230,9 @@ class CatpQFormerMixin:
             return tensors
         if not full:
             raise ValueError(
-                f"Each row of `input_ids` must carry num_query_tokens={num_queries} image placeholder tokens "
-                f"(image_token_id={self.config.image_token_id}, as Blip2Processor(num_query_tokens={num_queries}) "
+                f"Each row of `input_ids` must carry {num_queries} placeholder tokens "
+                f"({self.family.placeholder}={getattr(self.config, self.family.placeholder)}, as the model's processor "
+                f"with num_query_tokens set makes them) "
                 f"makes them) or exactly num_kept_query_tokens={k}; got {counts.tolist()} per row."
             )
         kept_flags = torch.zeros(kept.shape[0], num_queries, dtype=torch.bool, device=kept.device)
@@ -252,7 +282,7 @@ class CatpQFormerMixin:
         if pixel_values is not None and mm_encoder_outputs is not None:
             raise ValueError("You cannot specify both pixel_values and mm_encoder_outputs at the same time")
         extra = self._family_inputs(kwargs)
-        image = (mm_encoder_outputs or {}).get("image")
+        image = (mm_encoder_outputs or {}).get(self.family.features_key)
         if image is None:
             image = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **extra)
         kept = getattr(image, "kept_query_indices", None)
@@ -284,7 +314,7 @@ class CatpQFormerMixin:
             decoder_attention_mask=decoder_attention_mask,
             inputs_embeds=compacted["inputs_embeds"],
             labels=compacted["labels"] if compact_labels else labels,
-            mm_encoder_outputs={"image": image},
+            mm_encoder_outputs={self.family.features_key: image},
             **extra,
             **kwargs,
         )
@@ -326,7 +356,8 @@ class CatpQFormerMixin:
         image = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **extra)
         batch_size = pixel_values.shape[0]
         if inputs_embeds is None and input_ids is None:
-            start = [self.config.image_token_id] * self.config.num_query_tokens + [self.config.text_config.bos_token_id]
+            placeholder = getattr(self.config, self.family.placeholder)
+            start = [placeholder] * self.config.total_query_tokens + [self.config.text_config.bos_token_id]
             input_ids = torch.tensor([start], dtype=torch.long, device=pixel_values.device).repeat(batch_size, 1)
         inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
         placeholders = self._placeholders(input_ids, inputs_embeds)

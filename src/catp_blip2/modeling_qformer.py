@@ -112,6 +112,8 @@ class QFormerFamily:
         (see `qformer_attention_probs`, `vision_attention_probs`).
     extra_inputs: inputs the Q-Former reads besides the images (InstructBLIP: the instruction's tokens), passed
         from `forward` / `generate` to `run_qformer` by name.
+    placeholder: the config attribute holding the id of the language-model placeholder token (video: video_token_id).
+    features_key: the key of the stock `forward`'s `mm_encoder_outputs` that carries the features ("image", "video").
     """
 
     cross_attentions: Callable[[nn.Module], list[nn.Module]]
@@ -121,6 +123,8 @@ class QFormerFamily:
     qformer_probs: Callable[..., torch.Tensor] = qformer_attention_probs
     vision_probs: Callable[..., torch.Tensor] = vision_attention_probs
     extra_inputs: tuple[str, ...] = ()
+    placeholder: str = "image_token_id"
+    features_key: str = "image"
 
 
 __all__ = ["AttentionRecorder", "QFormerFamily", "qformer_attention_probs", "vision_attention_probs"]

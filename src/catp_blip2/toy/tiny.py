@@ -17,6 +17,7 @@ from transformers import (
     Blip2VisionConfig,
     InstructBlipConfig,
     InstructBlipProcessor,
+    InstructBlipVideoConfig,
     OPTConfig,
     PreTrainedTokenizerFast,
     T5Config,
@@ -25,8 +26,10 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 
 from ..configuration_catp import CatpConfig
 from ..configuration_catp_instructblip import CatpInstructBlipConfig
+from ..configuration_catp_instructblipvideo import CatpInstructBlipVideoConfig
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
 from ..modeling_catp_instructblip import CatpInstructBlipForConditionalGeneration
+from ..modeling_catp_instructblipvideo import CatpInstructBlipVideoForConditionalGeneration
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE)  # ids 0..4 in this order
@@ -60,7 +63,7 @@ def tiny_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> PreTrainedTokenizerF
 
 
 def _tiny_text_config(
-    language_model: Literal["opt", "t5"], vocab_size: int, hidden_size: int, heads: int, text_layers: int
+    language_model: Literal["opt", "t5"], vocab_size: int, hidden_size: int, heads: int, text_layers: int, positions: int
 ) -> OPTConfig | T5Config:
     """The language model's config: ids 0, 1, 2 are pad, BOS, EOS as in `tiny_tokenizer()`."""
     special = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
@@ -72,7 +75,7 @@ def _tiny_text_config(
             ffn_dim=2 * hidden_size,
             num_hidden_layers=text_layers,
             num_attention_heads=heads,
-            max_position_embeddings=128,
+            max_position_embeddings=positions,
             **special,
         )
     elif language_model == "t5":
@@ -101,6 +104,7 @@ def tiny_blip2_config(
     qformer_layers: int = 4,
     cross_attention_frequency: int = 2,
     text_layers: int = 2,
+    text_positions: int = 128,
 ) -> Blip2Config:
     """A stock `Blip2Config` for a tiny model matching `tiny_tokenizer()` (image_token_id 4)."""
     vocab_size = vocab_size or len(tiny_tokenizer())
@@ -125,7 +129,7 @@ def tiny_blip2_config(
         encoder_hidden_size=hidden_size,
         vocab_size=vocab_size,
     )
-    text = _tiny_text_config(language_model, vocab_size, hidden_size, heads, text_layers)
+    text = _tiny_text_config(language_model, vocab_size, hidden_size, heads, text_layers, text_positions)
     return Blip2Config(
         vision_config=vision.to_dict(),
         qformer_config=qformer.to_dict(),
@@ -173,6 +177,67 @@ def tiny_instructblip_model(
     return model.eval()
 
 
+def tiny_instructblipvideo_config(language_model: Literal["opt", "t5"] = "opt", **sizes: Any) -> InstructBlipVideoConfig:
+    """A stock `InstructBlipVideoConfig` of the tiny shape (placeholders: `<image>`, id 4, as video tokens); OPT gets
+    room for the 4 x 32 video tokens and a prompt."""
+    image = tiny_instructblip_config(language_model, **{"text_positions": 256, **sizes})
+
+    def part(config) -> dict[str, Any]:
+        values = config.to_dict()
+        values.pop("model_type", None)
+        return values
+
+    return InstructBlipVideoConfig(
+        vision_config=part(image.vision_config),
+        qformer_config=part(image.qformer_config),
+        text_config=image.text_config.to_dict(),
+        num_query_tokens=image.num_query_tokens,
+        video_token_index=image.image_token_index,
+    )
+
+
+def tiny_instructblipvideo_model(
+    language_model: Literal["opt", "t5"] = "opt", seed: int = 0, **pruning_settings: Any
+) -> CatpInstructBlipVideoForConditionalGeneration:
+    """A randomly initialised tiny CATP InstructBLIP-Video in eval mode (query tokens drawn as in `tiny_model`)."""
+    torch.manual_seed(seed)
+    stock = tiny_instructblipvideo_config(language_model)
+    config = CatpInstructBlipVideoConfig.from_stock_config(stock, **pruning_settings)
+    model = CatpInstructBlipVideoForConditionalGeneration(config)
+    with torch.no_grad():
+        model.query_tokens.normal_()
+    return model.eval()
+
+
+def tiny_video_inputs(
+    config: Any, prompts: list[str], frames: int = 4, image_size: int = 30, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """What InstructBlipVideoProcessor makes, built directly (its video processor needs torchvision): pixel_values
+    (B, frames, 3, S, S); input_ids with frames x num_query_tokens video placeholders before each left-padded prompt;
+    qformer_input_ids of the prompts, right-padded; both attention masks."""
+    tokenizer = tiny_tokenizer()
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(len(prompts), frames, 3, image_size, image_size, generator=generator)
+    placeholders = [config.video_token_id] * frames * config.num_query_tokens
+    tokenizer.padding_side = "left"
+    text = tokenizer(prompts, padding=True, return_tensors="pt")
+    ids = torch.cat([torch.tensor([placeholders] * len(prompts)), text["input_ids"]], dim=1)
+    pads = (text["attention_mask"] == 0).sum(dim=1)
+    mask = torch.cat([torch.ones(len(prompts), len(placeholders), dtype=torch.long), text["attention_mask"]], dim=1)
+    # Left padding goes before the placeholders, as the processor puts it.
+    order = torch.stack([torch.cat([torch.arange(len(placeholders), len(placeholders) + p), torch.arange(len(placeholders)),
+                                    torch.arange(len(placeholders) + p, ids.shape[1])]) for p in pads.tolist()])
+    tokenizer.padding_side = "right"
+    qformer = tokenizer(prompts, padding=True, return_tensors="pt")
+    return {
+        "pixel_values": pixel_values,
+        "input_ids": ids.gather(1, order),
+        "attention_mask": mask.gather(1, order),
+        "qformer_input_ids": qformer["input_ids"],
+        "qformer_attention_mask": qformer["attention_mask"],
+    }
+
+
 def tiny_processor(
     tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = 30, num_query_tokens: int = 32
 ) -> Blip2Processor:
@@ -204,7 +269,10 @@ __all__ = [
     "tiny_instructblip_config",
     "tiny_instructblip_model",
     "tiny_instructblip_processor",
+    "tiny_instructblipvideo_config",
+    "tiny_instructblipvideo_model",
     "tiny_model",
     "tiny_processor",
     "tiny_tokenizer",
+    "tiny_video_inputs",
 ]
