@@ -22,7 +22,9 @@ def model_probe(model: Any, processor: Any, images: list) -> dict:
     with torch.no_grad():
         qformer = {k: inputs[k] for k in ("qformer_input_ids", "qformer_attention_mask") if k in inputs}  # InstructBLIP
         features = model.get_image_features(inputs["pixel_values"], **qformer)
-        logits = model(**inputs).logits
+        decoder = {} if model.config.use_decoder_only_language_model else {
+            "decoder_input_ids": torch.zeros(inputs["input_ids"].shape[0], 2, dtype=torch.long)}
+        logits = model(**inputs, **decoder).logits
         generated = model.generate(**inputs, max_new_tokens=6)
     return {
         "kept_query_indices": features.kept_query_indices.tolist(),

@@ -244,3 +244,34 @@ def test_saved_instructblip_runs_through_remote_code_without_catp_blip2(tmp_path
     assert remote["model"] == model_probe(model, processor, images)
     vqa = catp_blip2.vqa_pipeline(model=str(folder), device="cpu")
     assert remote["vqa"] == vqa_calls(vqa, [str(p) for p in paths], images)
+
+
+@pytest.mark.parametrize("variant", ["instructblip-flan-t5-xl-catp-k8.json", "instructblip-vicuna-7b-catp-k8.json"])
+def test_shipped_variants_export_self_contained_folders(tmp_path, variant, capsys):
+    """A stand-in of the stock layout (tiny weights) as --base: the export loads through remote code alone."""
+    from pathlib import Path
+
+    from PIL import Image
+    from test_hub import make_images as image_files
+    from test_hub import run_without_catp
+    from hub_check_inputs import vqa_calls
+    from huggingface_hub import ModelCard
+
+    from catp_blip2.cli import main
+
+    language_model = "t5" if "t5" in variant else "opt"
+    base = tmp_path / "stock"
+    InstructBlipForConditionalGeneration(tiny_instructblip_config(language_model)).save_pretrained(base)
+    tiny_instructblip_processor().save_pretrained(base)
+    out = tmp_path / "out"
+    configs = Path(__file__).parent.parent / "configs"
+    assert main(["export", "--variant", str(configs / variant), "--base", str(base), "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "catp_instructblip" and config["num_kept_query_tokens"] == 8
+    card = ModelCard.load(out / "README.md")
+    assert "instructblip" in card.data.tags and "InstructBLIP" in card.text
+    paths = image_files(tmp_path)
+    remote = run_without_catp(out, paths, tmp_path)
+    assert remote["model_class"].endswith("CatpInstructBlipForConditionalGeneration")
+    images = [Image.open(p).convert("RGB") for p in paths]
+    assert remote["vqa"] == vqa_calls(catp_blip2.vqa_pipeline(model=str(out), device="cpu"), [str(p) for p in paths], images)

@@ -70,18 +70,23 @@ def catp_family(source: str, option: str = "--model") -> tuple[type, type]:
     a stock checkpoint (blip-2, instructblip) or a CATP one. Reads only config.json."""
     from transformers import PretrainedConfig
 
-    from .. import FAMILIES
-
     location = resolve_checkpoint(source, option)
     try:
         model_type = PretrainedConfig.get_config_dict(location)[0].get("model_type")
     except OSError as error:  # an unknown Hub id, or the Hub out of reach
         raise ValueError(f"`{option}` {source!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
+    return family_of_model_type(model_type, f"`{option}` {source!r}")
+
+
+def family_of_model_type(model_type: Any, what: str = "the checkpoint") -> tuple[type, type]:
+    """(CATP config class, CATP model class) for a stock or CATP model_type ("blip-2", "catp_instructblip", ...)."""
+    from .. import FAMILIES
+
     for config_class, model_class in FAMILIES:
         if model_type == config_class.model_type or model_type in config_class.base_model_types:
             return config_class, model_class
     known = [t for config_class, _ in FAMILIES for t in (*config_class.base_model_types, config_class.model_type)]
-    raise ValueError(f"`{option}` {source!r} is a {model_type!r} checkpoint; CATP takes one of {known}.")
+    raise ValueError(f"{what} is a {model_type!r} checkpoint; CATP takes one of {known}.")
 
 
 def load_catp_config(source: str, option: str = "--model") -> Any:
@@ -105,4 +110,4 @@ def load_catp_model(source: str, option: str = "--model", dtype: Any = "auto", *
         raise ValueError(f"`{option}` {source!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
 
 
-__all__ = ["DTYPES", "EMBEDDED", "catp_family", "check_dtype", "load_catp_config", "embedded_model_dir", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]
+__all__ = ["DTYPES", "EMBEDDED", "catp_family", "check_dtype", "family_of_model_type", "load_catp_config", "embedded_model_dir", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]

@@ -19,10 +19,9 @@ from typing import Any
 from transformers import AutoConfig, AutoProcessor
 from transformers.utils.hub import convert_file_size_to_int
 
-from ..checkpoints import DTYPES, check_dtype, looks_local, resolve_checkpoint
+from ..checkpoints import DTYPES, check_dtype, family_of_model_type, looks_local, resolve_checkpoint
 from ..configuration_catp import CatpConfig
 from .model_card import build_model_card, load_results, resolve_license
-from ..modeling_catp import CatpBlip2ForConditionalGeneration
 from .variants import Variant, load_variant
 
 # The model core as save_pretrained writes it beside the weights (the model's module and what it imports
@@ -108,7 +107,7 @@ def _load_base(source: BaseSource, variant: Variant) -> tuple[str, CatpConfig, A
         base_config = AutoConfig.from_pretrained(location)
         processor = AutoProcessor.from_pretrained(location)
     except (OSError, ValueError) as error:
-        raise source.error(f"could not be loaded (a BLIP-2 checkpoint folder or a reachable Hub id): {error}") from error
+        raise source.error(f"could not be loaded (a BLIP-2 or InstructBLIP checkpoint folder or a reachable Hub id): {error}") from error
     config = variant.catp_config(base_config)
     processor_queries = getattr(processor, "num_query_tokens", None)
     if processor_queries != config.num_query_tokens:
@@ -185,7 +184,8 @@ def export_variant(
         results=results,
     )
     try:
-        model = CatpBlip2ForConditionalGeneration.from_pretrained(location, config=config, dtype=dtype)
+        _, model_class = family_of_model_type(config.model_type)
+        model = model_class.from_pretrained(location, config=config, dtype=dtype)
     except OSError as error:  # a config and processor without weights beside them
         raise source.error(f"has weights that could not be loaded: {error}") from error
 

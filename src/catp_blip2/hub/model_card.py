@@ -32,6 +32,14 @@ TAGS = [
     "arxiv:2404.08567",
     "arxiv:2301.12597",
 ]
+# The model family a CATP config's model_type names: (name, paper, extra tags).
+FAMILY_TEXT = {
+    "catp_blip2": ("BLIP-2", "https://arxiv.org/abs/2301.12597", []),
+    "catp_instructblip": ("InstructBLIP", "https://arxiv.org/abs/2305.06500", ["instructblip", "arxiv:2305.06500"]),
+    "catp_instructblipvideo": (
+        "InstructBLIP-Video", "https://arxiv.org/abs/2305.06500", ["instructblip", "video", "arxiv:2305.06500"]
+    ),
+}
 # Used when neither the variant file nor the base model's card states a license. Every Salesforce/blip2-*
 # checkpoint is released under MIT (their model cards say `license: mit`).
 DEFAULT_LICENSES = {"Salesforce/blip2-": "mit"}
@@ -241,12 +249,13 @@ def build_model_card(
     kept, total = config.kept_query_tokens, config.num_query_tokens
     repo_name = repo_id.split("/")[-1]
     section = results_section(results, config)
+    family_name, family_paper, family_tags = FAMILY_TEXT.get(config.model_type, FAMILY_TEXT["catp_blip2"])
     card_data = ModelCardData(
         base_model=base_model_id,
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         license=license_,
-        tags=list(TAGS),
+        tags=[*TAGS, *family_tags],
         model_name=repo_name if section.eval_results else None,
         eval_results=section.eval_results or None,
     )
@@ -255,7 +264,10 @@ def build_model_card(
         template_path=str(TEMPLATE_PATH),
         repo_name=repo_name,
         repo_id=repo_id,
-        description=variant.description or f"BLIP-2 with {kept} of {total} query tokens kept by {config.pruning_method}.",
+        description=variant.description
+        or f"{family_name} with {kept} of {total} query tokens kept by {config.pruning_method}.",
+        family_name=family_name,
+        family_paper=family_paper,
         base_model_id=base_model_id,
         variant_file=variant_file or (str(variant.source) if variant.source else variant.name),
         num_query_tokens=total,

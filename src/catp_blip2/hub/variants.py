@@ -29,7 +29,7 @@ from typing import Any
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
-from ..checkpoints import EMBEDDED, resolve_checkpoint
+from ..checkpoints import EMBEDDED, family_of_model_type, resolve_checkpoint
 from ..configuration_catp import PRUNING_SETTINGS, CatpConfig, default_pruning_settings
 
 # A base that names the tiny model embedded in this package (`catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR`).
@@ -60,14 +60,16 @@ class Variant:
     def num_kept_query_tokens(self) -> int | None:
         return self.pruning["num_kept_query_tokens"]
 
-    def catp_config(self, base_config: PretrainedConfig) -> CatpConfig:
-        """The `CatpConfig` of this variant on `base_config` (a stock `Blip2Config` or a `CatpConfig`).
+    def catp_config(self, base_config: PretrainedConfig) -> Any:
+        """The CATP config of this variant on `base_config`, of the base's family (a stock `Blip2Config` gives a
+        `CatpConfig`, an `InstructBlipConfig` a `CatpInstructBlipConfig`; a CATP config its own class).
 
         Raises a `ValueError` naming the variant, the base and the offending setting when the pruning settings do
         not fit the base (e.g. `num_kept_query_tokens` above its `num_query_tokens`).
         """
+        config_class, _ = family_of_model_type(base_config.model_type, f"Variant {self.name!r}: its base")
         try:
-            return CatpConfig.from_blip2_config(base_config, **self.pruning)
+            return config_class.from_stock_config(base_config, **self.pruning)
         except ValueError as error:
             raise ValueError(
                 f"Variant {self.name!r} ({self.source or 'in memory'}) does not fit its base checkpoint "
