@@ -134,3 +134,38 @@ def test_random_model_and_stock_twin_share_weights():
     assert all(torch.isfinite(p.float()).all() for p in model.parameters())
     stock = stock_twin(model)
     assert {p.data_ptr() for p in stock.parameters()} == {p.data_ptr() for p in model.parameters()}
+
+
+@pytest.mark.parametrize("language_model", ["opt", "t5"])
+def test_bench_times_an_instructblip_checkpoint_against_its_stock_twin(tmp_path, language_model):
+    from catp_blip2.toy.tiny import tiny_instructblip_model
+
+    folder = tmp_path / "instructblip"
+    tiny_instructblip_model(language_model, seed=0).save_pretrained(folder)
+    out = tmp_path / "bench"
+    argv = ["bench", "--model", str(folder), "--keep", "32", "8", "--batch-sizes", "2", "--repeats", "1",
+            "--warmup", "0", "--prompt-tokens", "6", "--new-tokens", "3", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "bench.json").read_text())
+    rows = {r["config"]: r for r in report["results"]}
+    assert set(rows) == {"stock", "catp-k32", "catp-k8"}
+    assert rows["catp-k32"]["same_new_tokens_as_stock"] is True
+    assert rows["catp-k8"]["lm_prompt_tokens"] == 8 + 6
+
+
+def test_named_instructblip_architectures_have_the_published_sizes():
+    from transformers.initialization import no_init_weights
+
+    from catp_blip2.bench.models import NAMED_ARCHITECTURES, count_parameters
+    from catp_blip2.checkpoints import family_of_model_type
+
+    sizes = {}
+    for name in ("instructblip-vicuna-7b", "instructblip-flan-t5-xl"):
+        config = NAMED_ARCHITECTURES[name]()
+        config_class, model_class = family_of_model_type(config.model_type)
+        with no_init_weights(), torch.device("meta"):
+            model = model_class(config_class.from_stock_config(config))
+        model.tie_weights()
+        sizes[name] = count_parameters(model)
+    assert 7.85e9 < sizes["instructblip-vicuna-7b"] < 7.95e9  # the model card's 7.9B
+    assert 3.95e9 < sizes["instructblip-flan-t5-xl"] < 4.1e9  # the model card's 4.0B

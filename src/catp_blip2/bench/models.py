@@ -16,15 +16,23 @@ Timing does not depend on weight values, but generation must stay finite, and at
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+from transformers import (
+    Blip2Config,
+    Blip2QFormerConfig,
+    Blip2VisionConfig,
+    InstructBlipConfig,
+    LlamaConfig,
+    OPTConfig,
+    T5Config,
+)
 from transformers.initialization import no_init_weights
 
-from ..checkpoints import EMBEDDED, load_catp_model, torch_dtype
-from ..configuration_catp import PRUNING_SETTINGS, CatpConfig
+from ..checkpoints import EMBEDDED, family_of_model_type, load_catp_model, torch_dtype
+from ..configuration_catp import PRUNING_SETTINGS
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
 
 
@@ -81,7 +89,53 @@ def blip2_opt_2_7b_config() -> Blip2Config:
     )
 
 
-NAMED_ARCHITECTURES: dict[str, Callable[[], Blip2Config]] = {"blip2-opt-2.7b": blip2_opt_2_7b_config}
+def _eva_vit_g_and_qformer() -> tuple[Blip2VisionConfig, Blip2QFormerConfig]:
+    """The vision encoder and Q-Former every public BLIP-2 / InstructBLIP checkpoint shares (EVA ViT-g/14, 224 px)."""
+    config = blip2_opt_2_7b_config()
+    return config.vision_config, config.qformer_config
+
+
+def _parts(config) -> dict:
+    values = config.to_dict()
+    values.pop("model_type", None)  # the InstructBLIP sub-configs have their own
+    return values
+
+
+def instructblip_vicuna_7b_config() -> InstructBlipConfig:
+    """The architecture of `Salesforce/instructblip-vicuna-7b`: BLIP-2's ViT-g and Q-Former (whose tokenizer is BERT's
+    plus one token), Vicuna-7B (LLaMA-7B shape) with the `<image>` token added to its vocabulary."""
+    vision, qformer = _eva_vit_g_and_qformer()
+    qformer.vocab_size = 30523
+    text = LlamaConfig(
+        vocab_size=32001, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+        max_position_embeddings=2048, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return InstructBlipConfig(
+        vision_config=_parts(vision), qformer_config=_parts(qformer), text_config=text.to_dict(),
+        num_query_tokens=32, image_token_index=32000,
+    )
+
+
+def instructblip_flan_t5_xl_config() -> InstructBlipConfig:
+    """The architecture of `Salesforce/instructblip-flan-t5-xl`: BLIP-2's ViT-g and Q-Former, Flan-T5-XL."""
+    vision, qformer = _eva_vit_g_and_qformer()
+    qformer.vocab_size = 30523
+    text = T5Config(
+        vocab_size=32129, d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_decoder_layers=24, num_heads=32,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
+        eos_token_id=1, bos_token_id=1,
+    )
+    return InstructBlipConfig(
+        vision_config=_parts(vision), qformer_config=_parts(qformer), text_config=text.to_dict(),
+        num_query_tokens=32, image_token_index=32100,
+    )
+
+
+NAMED_ARCHITECTURES: dict[str, Callable[[], Any]] = {
+    "blip2-opt-2.7b": blip2_opt_2_7b_config,
+    "instructblip-vicuna-7b": instructblip_vicuna_7b_config,
+    "instructblip-flan-t5-xl": instructblip_flan_t5_xl_config,
+}
 NAMED_MODELS = (*NAMED_ARCHITECTURES, "tiny", EMBEDDED)
 
 
@@ -138,12 +192,13 @@ def random_model(
     `dtype` from the start, so the 2.7b architecture needs one bf16 copy (7.5 GB) and a few seconds, not an fp32
     copy and minutes. As `from_pretrained(dtype=...)` does for BLIP-2, the Q-Former and query tokens stay fp32.
     """
-    catp_config = config if isinstance(config, CatpConfig) else CatpConfig.from_blip2_config(config)
+    config_class, model_class = family_of_model_type(config.model_type)
+    catp_config = config if isinstance(config, config_class) else config_class.from_stock_config(config)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)
     try:
         with no_init_weights(), torch.device(device):
-            model = CatpBlip2ForConditionalGeneration(catp_config)
+            model = model_class(catp_config)
     finally:
         torch.set_default_dtype(previous)
     model.qformer.float()
@@ -176,19 +231,20 @@ def load_bench_model(
     return load_catp_model(name_or_path, "--model", dtype=dtype).to(device).eval()
 
 
-def stock_twin(model: CatpBlip2ForConditionalGeneration) -> Blip2ForConditionalGeneration:
-    """A stock `Blip2ForConditionalGeneration` that shares every module and parameter of `model` (no copy).
-
-    It is built on the meta device (no memory) and then given `model`'s own submodules.
+def stock_twin(model: CatpBlip2ForConditionalGeneration) -> nn.Module:
+    """The stock model of `model`'s family (`Blip2ForConditionalGeneration`, ...) sharing every module and parameter
+    of `model` (no copy). It is built on the meta device (no memory) and then given `model`'s own submodules.
     """
+    stock_class = next(c for c in type(model).__mro__[1:] if c.__module__.startswith("transformers.models."))
+    stock_config_class = stock_class.config_class
     values = model.config.to_dict()
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "custom_pipelines"):
         values.pop(key, None)
     for key in list(values):
-        if key in PRUNING_SETTINGS:
+        if key in PRUNING_SETTINGS or key in model.config.family_settings:
             values.pop(key)
     with no_init_weights(), torch.device("meta"):
-        stock = Blip2ForConditionalGeneration(Blip2Config(**values))
+        stock = stock_class(stock_config_class(**values))
     for name, _ in list(stock.named_children()):
         setattr(stock, name, getattr(model, name))
     stock.query_tokens = model.query_tokens

@@ -42,7 +42,8 @@ def make_inputs(
 ) -> dict[str, torch.Tensor]:
     """Random images and a prompt as `Blip2Processor` lays it out: Q `<image>` placeholders, BOS, T-1 text tokens.
 
-    Returns pixel_values (B, 3, S, S) in the vision dtype, input_ids and attention_mask (B, Q + T).
+    Returns pixel_values (B, 3, S, S) in the vision dtype, input_ids and attention_mask (B, Q + T), and for
+    InstructBLIP qformer_input_ids / qformer_attention_mask (B, T).
     """
     config = model.config
     generator = torch.Generator().manual_seed(seed)
@@ -56,12 +57,14 @@ def make_inputs(
     placeholders = torch.full((batch_size, config.num_query_tokens), config.image_token_id)
     bos = torch.full((batch_size, 1), text.bos_token_id)
     input_ids = torch.cat([placeholders, bos, words], dim=1)
-    device = model.device
-    return {
-        "pixel_values": pixel_values.to(device),
-        "input_ids": input_ids.to(device),
-        "attention_mask": torch.ones_like(input_ids).to(device),
-    }
+    inputs = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if "qformer_input_ids" in model.family.extra_inputs:  # InstructBLIP's Q-Former reads the prompt too
+        qformer_vocabulary = config.qformer_config.vocab_size
+        inputs["qformer_input_ids"] = torch.randint(
+            1, qformer_vocabulary, (batch_size, prompt_tokens), generator=generator
+        )
+        inputs["qformer_attention_mask"] = torch.ones_like(inputs["qformer_input_ids"])
+    return {name: tensor.to(model.device) for name, tensor in inputs.items()}
 
 
 @dataclass(frozen=True)
