@@ -1,9 +1,9 @@
-"""catp-blip2: Cross-Attention Token Pruning (CATP) for BLIP-2, as a drop-in transformers model.
+"""catp-blip2: Cross-Attention Token Pruning (CATP) for the Q-Former family, as drop-in transformers models.
 
-Importing the package registers `CatpConfig` (model_type "catp_blip2") with `AutoConfig` and
-`CatpBlip2ForConditionalGeneration` with `AutoModel`, `AutoModelForImageTextToText` and
-`AutoModelForVisualQuestionAnswering`. `vqa_pipeline(model=...)` gives the visual-question-answering pipeline
-(which transformers 5 dropped) without remote code.
+Importing the package registers every family of `FAMILIES` (BLIP-2, InstructBLIP, InstructBLIP-Video): its CATP config
+with `AutoConfig`, its model with `AutoModel`, `AutoModelForImageTextToText` and `AutoModelForVisualQuestionAnswering`.
+`vqa_pipeline(model=...)` gives the visual-question-answering pipeline (which transformers 5 dropped) without remote
+code.
 """
 
 from transformers import (
