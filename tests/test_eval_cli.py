@@ -191,6 +191,9 @@ def test_accelerate_two_cpu_processes_match_one(baseline, assets, tmp_path):
         (["--length-penalty", "inf"], "`--length-penalty` must be a finite number; got inf"),
         (["--length-penalty=-inf"], "`--length-penalty` must be a finite number"),
         (["--length-penalty", "1e400"], "`--length-penalty` must be a finite number"),
+        (["--dataset-format", "coco"], r"`--dataset-format` must be one of \['vqav2', 'okvqa', 'textvqa', 'vizwiz', 'gqa'"),
+        (["--dataset", "embedded", "--dataset-format", "gqa"], "the embedded set is in the vqav2 format"),
+        (["--split", " "], "`--split` must be a split name"),
     ],
 )
 def test_argument_errors(assets, tmp_path, extra, message, capsys, monkeypatch):

@@ -1,9 +1,10 @@
 """`catp-blip2 eval`: VQA accuracy of one BLIP-2 checkpoint, unpruned and under every pruning method x k.
 
 With no arguments it evaluates the embedded tiny model on the embedded synthetic set. For real BLIP-2 on VQAv2 with
-the paper's protocol, see the README section "Evaluation". Runs data parallel under `accelerate launch` (each
-process answers a share of the questions; the main process writes). Outputs are described in
-`catp_blip2.evaluation.results`; the table is also printed to stdout, progress goes to stderr.
+the paper's protocol, and on OK-VQA, TextVQA, VizWiz-VQA and GQA (`--dataset-format`, inferred from their Hub
+ids; each with its default split and metric), see the README section "Evaluation". Runs data parallel under
+`accelerate launch` (each process answers a share of the questions; the main process writes). Outputs are described
+in `catp_blip2.evaluation.results`; the table is also printed to stdout, progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..checkpoints import DTYPES, EMBEDDED, load_catp_config, load_catp_model, resolve_checkpoint
 from ..scoring import PRUNING_METHODS
-from .datasets import check_sample
+from .datasets import DATASET_FORMATS, DEFAULT_FORMAT, GQA, check_sample, get_dataset_format, gqa_configs, infer_dataset_format
 from .generation import GenerationSettings
 from .inputs import DEFAULT_VQA_PROMPT, check_prompt
 from .sweep import DEFAULT_KEEP, DEFAULT_METHODS, build_sweep
@@ -43,9 +44,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--dataset",
         default=EMBEDDED,
-        help="'embedded' (default), a Hub id (lmms-lab/VQAv2), a save_to_disk folder, parquet file(s) or a folder of them",
+        help="'embedded' (default), a Hub id (lmms-lab/VQAv2, lmms-lab/OK-VQA, lmms-lab/textvqa, lmms-lab/VizWiz-VQA, "
+        "lmms-lab/GQA), a local snapshot of one, a save_to_disk folder, parquet file(s) or a folder of them",
     )
-    data.add_argument("--split", default="validation", help="split of a Hub or multi-split dataset (default validation)")
+    data.add_argument(
+        "--dataset-format",
+        default=None,
+        metavar="NAME",
+        help=f"the dataset's format, one of {', '.join(DATASET_FORMATS)} (its columns, metric and default split); "
+        "default: the format whose Hub id --dataset is, else vqav2",
+    )
+    data.add_argument(
+        "--split",
+        default=None,
+        help="split of a Hub, snapshot or multi-split dataset (default: the format's: "
+        + ", ".join(f"{name} {f.default_split}" for name, f in DATASET_FORMATS.items())
+        + ")",
+    )
     data.add_argument("--fraction", type=float, default=None, help="seeded random fraction of the questions (paper: 0.1)")
     data.add_argument("--seed", type=int, default=42, help="seed of --fraction (paper: 42)")
     data.add_argument("--limit", type=int, default=None, help="then at most this many questions")
@@ -113,6 +128,23 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"`--device` {args.device!r}: CUDA is not available on this machine; use 'cpu'.")
     if args.dtype not in DTYPES:
         raise ValueError(f"`--dtype` must be one of {list(DTYPES)}; got {args.dtype!r}.")
+    if args.split is not None and not args.split.strip():
+        raise ValueError(f"`--split` must be a split name such as 'validation'; got {args.split!r}.")
+
+
+def resolve_dataset_format(args: argparse.Namespace) -> Any:
+    """The `DatasetFormat` of the run: `--dataset-format`, else the one whose Hub id `--dataset` is, else vqav2;
+    and `args.split` set to the format's default split where none was given."""
+    name = args.dataset_format if args.dataset_format is not None else infer_dataset_format(args.dataset)
+    dataset_format = get_dataset_format(name)
+    if args.dataset == EMBEDDED and dataset_format.name != DEFAULT_FORMAT:
+        raise ValueError(
+            f"`--dataset-format` {name!r}: the embedded set is in the {DEFAULT_FORMAT} format; give a --dataset in the "
+            f"{name} format."
+        )
+    if args.split is None:
+        args.split = dataset_format.default_split
+    return dataset_format
 
 
 def load_model_and_processor(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
@@ -194,8 +226,11 @@ def _generation(args: argparse.Namespace) -> GenerationSettings:
     return generation
 
 
-def _run_record(args: argparse.Namespace, dataset: Any, generation: GenerationSettings) -> tuple[dict, dict]:
+def _run_record(
+    args: argparse.Namespace, dataset: Any, generation: GenerationSettings, dataset_format: Any = None
+) -> tuple[dict, dict]:
     """The results' header, and the settings a resumed run must share (not device, batch size or process count)."""
+    dataset_format = dataset_format or get_dataset_format(DEFAULT_FORMAT)
     dataset_entry = {
         "id": args.dataset,
         "split": None if args.dataset == EMBEDDED else args.split,
@@ -203,12 +238,20 @@ def _run_record(args: argparse.Namespace, dataset: Any, generation: GenerationSe
         "seed": args.seed if args.fraction is not None else None,
         "limit": args.limit,
     }
-    question_ids = json.dumps(list(dataset["question_id"]))
-    header = {"model": args.model, "dataset": dataset_entry, "num_questions": len(dataset)}
+    # The settings name the format where it is not the default, so folders written before formats existed resume.
+    settings_dataset = dict(dataset_entry)
+    if dataset_format.name != DEFAULT_FORMAT:
+        settings_dataset["format"] = dataset_format.name
+    header_dataset = {"id": args.dataset, "format": dataset_format.name, "title": dataset_format.title or dataset_format.name}
+    if dataset_format is GQA:
+        header_dataset["config"] = gqa_configs(args.split)[0]
+    header_dataset.update((key, value) for key, value in dataset_entry.items() if key != "id")
+    question_ids = json.dumps(list(dataset[dataset_format.id_column]))
+    header = {"model": args.model, "dataset": header_dataset, "num_questions": len(dataset)}
     settings = {
         "model": args.model,
         "processor": args.processor,
-        "dataset": dataset_entry,
+        "dataset": settings_dataset,
         "question_ids_sha1": hashlib.sha1(question_ids.encode()).hexdigest(),
         "prompt": args.prompt,
         "question_format": args.question_format,
@@ -240,16 +283,20 @@ def _run(args: argparse.Namespace) -> int:
 
     # Every option first, then the small config file, then the sweep: a typo costs no download.
     _check_args(args)
+    dataset_format = resolve_dataset_format(args)
     check_prompt(args.prompt)
     generation = _generation(args)
     check_sample(args.fraction, args.seed, args.limit)
     configurations = build_sweep(list(args.methods), list(args.keep), load_base_config(args))
 
     state = PartialState()
-    dataset = load_vqa_dataset(args.dataset, split=args.split, fraction=args.fraction, seed=args.seed, limit=args.limit)
+    dataset = load_vqa_dataset(
+        args.dataset, split=args.split, fraction=args.fraction, seed=args.seed, limit=args.limit,
+        dataset_format=dataset_format.name,
+    )
     model, processor = load_model_and_processor(args, args.device or state.device)
     set_cpu_threads(model, args.num_threads)
-    header, settings = _run_record(args, dataset, generation)
+    header, settings = _run_record(args, dataset, generation, dataset_format)
     out = Path(args.out)
     outcome = run_sweep(
         model,
@@ -264,6 +311,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         generation=generation,
         state=state,
+        dataset_format=dataset_format,
     )
     if state.is_main_process:
         _report(outcome, out, configurations)
@@ -271,4 +319,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "load_base_config", "load_model_and_processor", "run"]
+__all__ = ["add_arguments", "load_base_config", "load_model_and_processor", "resolve_dataset_format", "run"]

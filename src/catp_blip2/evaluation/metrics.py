@@ -10,6 +10,10 @@ reference code ran it (LAVIS's `vqa_eval.py`), so numbers are comparable with th
 - accuracy of one question = the average, over each of the 10 human answers left out in turn, of
   min(1, matching remaining answers / 3). With 10 answers, 3 or more matches give 1, 2 give 0.6, 1 gives 0.3.
 
+GQA is scored by exact match with case and punctuation ignored (`exact_match`), as lmms-eval's `gqa` task does
+(`evaluate`'s exact_match with `ignore_case=True, ignore_punctuation=True`): both strings lower-cased, every
+character of `string.punctuation` deleted, then compared; no other normalisation (articles and number words count).
+
 Everything here is plain Python (no torch, no `evaluate`), so importing it is free; the `evaluate` module in
 `VQA_ACCURACY_PATH` (`vqa_accuracy/` beside this module) wraps these functions.
 """
@@ -17,6 +21,7 @@ Everything here is plain Python (no torch, no `evaluate`), so importing it is fr
 from __future__ import annotations
 
 import re
+import string
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,15 +163,38 @@ def vqa_accuracy(prediction: str, answers: Sequence[str] | Sequence[dict]) -> fl
     return total / len(human)
 
 
+_PUNCTUATION_DELETED = str.maketrans("", "", string.punctuation)
+
+
+def exact_match_text(text: str) -> str:
+    """`text` lower-cased with every character of `string.punctuation` deleted (nothing else changes)."""
+    if not isinstance(text, str):
+        raise ValueError(f"`text` must be a string; got {text!r}.")
+    return text.lower().translate(_PUNCTUATION_DELETED)
+
+
+def exact_match(prediction: str, answers: Sequence[str] | Sequence[dict]) -> float:
+    """1.0 when the prediction equals one of the reference answers with case and punctuation ignored, else 0.0.
+
+    >>> exact_match("Yes.", ["yes"]), exact_match("the left", ["left"])
+    (1.0, 0.0)
+    """
+    predicted = exact_match_text(prediction)
+    return 1.0 if any(predicted == exact_match_text(a) for a in _answer_strings(answers)) else 0.0
+
+
 @dataclass(frozen=True)
 class Metric:
-    """How one prediction is scored against a question's reference answers, in 0..1 (reported in percent)."""
+    """How one prediction is scored against a question's reference answers, in 0..1 (reported in percent);
+    `label` names it in tables and plots."""
 
     name: str
     score: Callable[[str, Sequence[str]], float]
+    label: str = "accuracy"
 
 
-VQA_ACCURACY = Metric("vqa_accuracy", vqa_accuracy)
+VQA_ACCURACY = Metric("vqa_accuracy", vqa_accuracy, "VQA accuracy")
+EXACT_MATCH = Metric("exact_match", exact_match, "Exact match")
 
 
 def vqa_accuracy_scores(predictions: Sequence[str], references: Sequence[Sequence[str] | Sequence[dict]]) -> list[float]:
@@ -200,6 +228,7 @@ def accuracy_breakdown(scores: Sequence[float], groups: Sequence[str]) -> dict[s
 __all__ = [
     "ARTICLES",
     "CONTRACTIONS",
+    "EXACT_MATCH",
     "Metric",
     "NUMBER_WORDS",
     "PUNCTUATION",
@@ -207,6 +236,8 @@ __all__ = [
     "VQA_ACCURACY_PATH",
     "accuracy_breakdown",
     "clean_whitespace",
+    "exact_match",
+    "exact_match_text",
     "mean_percent",
     "normalize_answer",
     "process_digit_article",

@@ -29,19 +29,27 @@ def _split(results: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str], l
 
 
 def _dataset_text(dataset: Any) -> str:
+    """The dataset's id and sample; its format's title first where it is not VQAv2 (the default)."""
     if isinstance(dataset, dict):
         text = str(dataset.get("id"))
+        if dataset.get("format") not in (None, "vqav2"):
+            text = f"{dataset.get('title') or dataset['format']} {text}"
         details = [f"{key} {dataset[key]}" for key in ("split", "fraction", "seed", "limit") if dataset.get(key) is not None]
         return f"{text} ({', '.join(details)})" if details else text
     return str(dataset)
 
 
+def metric_label(results: dict[str, Any]) -> str:
+    """The metric's name in tables and plots ("VQA accuracy" for results written before metrics were named)."""
+    return str(results.get("metric_label") or "VQA accuracy")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """VQA accuracy (%) per method (rows) and k (columns), the unpruned model's in every column of its own row."""
+    """The metric (%) per method (rows) and k (columns), the unpruned model's in every column of its own row."""
     unpruned, methods, ks, cells = _split(results)
     total = unpruned["num_kept_query_tokens"] if unpruned else None
     lines = [
-        f"VQA accuracy (%) of `{results.get('model')}` on {_dataset_text(results.get('dataset'))}, "
+        f"{metric_label(results)} (%) of `{results.get('model')}` on {_dataset_text(results.get('dataset'))}, "
         f"{results.get('num_questions')} questions; k = query tokens kept"
         + (f" of {total}." if total else "."),
         "",
@@ -82,8 +90,11 @@ def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
             axes.set_xticks(sorted(ks))
             axes.set_xticklabels([str(k) for k in sorted(ks)])
         axes.set_xlabel("query tokens kept (k)")
-        axes.set_ylabel("VQA accuracy (%)")
-        axes.set_title(f"{results.get('model')}: accuracy vs k ({results.get('num_questions')} questions)", fontsize=10)
+        axes.set_ylabel(f"{metric_label(results)} (%)")
+        dataset = results.get("dataset")
+        title = dataset.get("title") if isinstance(dataset, dict) else None
+        where = f"{title}, " if title else ""
+        axes.set_title(f"{results.get('model')}: accuracy vs k ({where}{results.get('num_questions')} questions)", fontsize=10)
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=8, loc="best")
         figure.tight_layout()
@@ -92,4 +103,4 @@ def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
         plt.close(figure)
 
 
-__all__ = ["markdown_table", "plot_accuracy_vs_k", "write_markdown"]
+__all__ = ["markdown_table", "metric_label", "plot_accuracy_vs_k", "write_markdown"]

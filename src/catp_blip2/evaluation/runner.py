@@ -93,7 +93,13 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     state = state or PartialState()
-    folder = ResultsFolder(out, {**header, "metric": dataset_format.metric.name}, settings, configurations)
+    described = {
+        "metric": dataset_format.metric.name,
+        "metric_label": dataset_format.metric.label,
+        # Where the per-type breakdowns come from (None: the format has no such type, all questions are "unknown").
+        "breakdowns": {"accuracy_by_answer_type": dataset_format.types[0], "accuracy_by_question_type": dataset_format.types[1]},
+    }
+    folder = ResultsFolder(out, {**header, **described}, settings, configurations)
     outcome = SweepOutcome(results=folder.results())
     pending = folder.pending()
     if not pending:
