@@ -28,6 +28,7 @@ from transformers.models.blip_2.modeling_blip_2 import (
 )
 from transformers.utils import can_return_tuple
 
+from .modeling_prompt import drop_pruned_placeholders, lengths_for_compact_prompt, with_caller_prefix
 from .modeling_qformer import AttentionRecorder, QFormerFamily
 from .scoring import PRUNING_METHODS, gather_tokens, select_top_k, vit_attention_image_weights
 
@@ -57,12 +58,6 @@ class CatpForConditionalGenerationModelOutput(Blip2ForConditionalGenerationModel
 
     kept_query_indices: torch.LongTensor | None = None
     query_token_scores: torch.FloatTensor | None = None
-
-
-def _gather_positions(tensor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """tensor (B, L, ...), positions (B, L') -> (B, L', ...): the entries at `positions` of each row."""
-    index = positions.to(tensor.device).view(*positions.shape, *([1] * (tensor.dim() - 2)))
-    return tensor.gather(1, index.expand(*positions.shape, *tensor.shape[2:]))
 
 
 def _relative(weights: list[float]) -> list[float]:
@@ -208,43 +203,12 @@ class CatpQFormerMixin:
 
     # ---- seam 2: placeholders of pruned tokens leave the language-model inputs ----------------------------
 
-    def _drop_pruned_placeholders(
+    def _compact(
         self, placeholder_mask: torch.Tensor, kept: torch.Tensor, tensors: dict[str, torch.Tensor | None]
     ) -> dict[str, torch.Tensor | None]:
-        """Remove, row by row, the placeholders whose query token was pruned.
-
-        placeholder_mask (B, L) bool; kept (B, k); each tensor (B, L, ...). Rows may carry num_query_tokens
-        placeholders (as `Blip2Processor` makes them; the j-th stands for query token j) or exactly k (already
-        compact). Returns the tensors as (B, L - (num_query_tokens - k), ...) or unchanged.
-        """
-        num_queries, k = self.config.total_query_tokens, kept.shape[1]
-        if placeholder_mask.shape[0] != kept.shape[0]:
-            raise ValueError(
-                f"The text inputs have {placeholder_mask.shape[0]} rows but `pixel_values` has {kept.shape[0]} images;"
-                " give one image per row."
-            )
-        counts = placeholder_mask.sum(dim=1)
-        # The only host sync of this step: which of the two allowed layouts the rows have.
-        compact, full = torch.stack([(counts == k).all(), (counts == num_queries).all()]).tolist()
-        if compact:
-            return tensors
-        if not full:
-            raise ValueError(
-                f"Each row of `input_ids` must carry {num_queries} placeholder tokens "
-                f"({self.family.placeholder}={getattr(self.config, self.family.placeholder)}, as the model's processor "
-                f"with num_query_tokens set makes them) "
-                f"makes them) or exactly num_kept_query_tokens={k}; got {counts.tolist()} per row."
-            )
-        kept_flags = torch.zeros(kept.shape[0], num_queries, dtype=torch.bool, device=kept.device)
-        kept_flags.scatter_(1, kept, True)
-        kept_flags = kept_flags.to(placeholder_mask.device)
-        ordinal = (placeholder_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        keep = ~placeholder_mask | kept_flags.gather(1, ordinal)
-        new_length = placeholder_mask.shape[1] - (num_queries - k)
-        # Every row keeps exactly new_length positions; a stable sort lists them in order. Gathering them avoids
-        # boolean indexing, which waits for the device to learn its output size (once per tensor).
-        positions = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :new_length]
-        return {name: None if t is None else _gather_positions(t, positions) for name, t in tensors.items()}
+        """`drop_pruned_placeholders` for this model's placeholder token and query-token count."""
+        placeholder = f"{self.family.placeholder}={getattr(self.config, self.family.placeholder)}"
+        return drop_pruned_placeholders(placeholder_mask, kept, self.config.total_query_tokens, tensors, placeholder)
 
     def _text_inputs(
         self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None
@@ -296,7 +260,7 @@ class CatpQFormerMixin:
             and self.config.use_decoder_only_language_model
             and labels.shape[1] == inputs_embeds.shape[1]
         )
-        compacted = self._drop_pruned_placeholders(
+        compacted = self._compact(
             self._placeholders(input_ids, inputs_embeds),
             kept,
             {
@@ -361,7 +325,7 @@ class CatpQFormerMixin:
             input_ids = torch.tensor([start], dtype=torch.long, device=pixel_values.device).repeat(batch_size, 1)
         inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
         placeholders = self._placeholders(input_ids, inputs_embeds)
-        compacted = self._drop_pruned_placeholders(
+        compacted = self._compact(
             placeholders,
             image.kept_query_indices,
             {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds, "mask": placeholders},
@@ -381,61 +345,18 @@ class CatpQFormerMixin:
                 stacklevel=3,  # the caller of generate (torch.no_grad wraps it)
             )
         if decoder_only:
-            generate_kwargs.update(self._lengths_for_compact_prompt(generate_kwargs, inputs_embeds.shape[1], removed))
+            lengths = lengths_for_compact_prompt(
+                generate_kwargs, self.language_model.generation_config, inputs_embeds.shape[1], removed
+            )
+            generate_kwargs.update(lengths)
             if input_ids is not None:
                 inputs["input_ids"] = compacted["input_ids"]
 
         outputs = self.language_model.generate(**inputs, **generate_kwargs)
         if decoder_only and input_ids is not None and removed:
-            return self._with_caller_prefix(outputs, input_ids, embeds.shape[1])
+            return with_caller_prefix(outputs, input_ids, embeds.shape[1])
         return outputs
 
-    def _lengths_for_compact_prompt(
-        self, generate_kwargs: dict[str, Any], prompt_length: int, removed: int
-    ) -> dict[str, int]:
-        """`max_length` / `min_length` as the language model must see them.
-
-        They count the caller's prompt of `prompt_length` tokens (as in stock BLIP-2), wherever they are set: as
-        keywords, in a `generation_config` argument or in the language model's own generation config. The language
-        model sees `removed` fewer prompt tokens, so each set value drops by that much. Unset values stay unset
-        (transformers then generates its default number of new tokens, as for stock BLIP-2).
-        """
-        given = generate_kwargs.get("generation_config")
-
-        def setting(name: str) -> Any:
-            value = generate_kwargs.get(name)
-            for config in (given, self.language_model.generation_config):
-                if value is None and config is not None:
-                    value = getattr(config, name, None)
-            return value
-
-        adjusted: dict[str, int] = {}
-        for name in ("max_length", "min_length"):
-            value = setting(name)
-            # transformers lets max_new_tokens / min_new_tokens win over these, counting new tokens only.
-            if value is None or setting(name.replace("_length", "_new_tokens")) is not None:
-                continue
-            if name == "min_length" and value <= 0:
-                continue
-            if name == "max_length" and value <= prompt_length:
-                raise ValueError(
-                    f"`max_length` ({value}) counts the prompt, which has {prompt_length} tokens here (image "
-                    f"placeholders included); give a `max_length` above {prompt_length}, or `max_new_tokens`."
-                )
-            adjusted[name] = max(0, value - removed)
-        return adjusted
-
-    @staticmethod
-    def _with_caller_prefix(outputs: Any, input_ids: torch.Tensor, compact_length: int) -> Any:
-        """Sequences (B * n, compact_length + new) -> (B * n, L + new): the caller's prompt, then the new tokens."""
-        sequences = outputs if isinstance(outputs, torch.Tensor) else outputs.sequences
-        per_input = sequences.shape[0] // input_ids.shape[0]
-        prefix = input_ids.to(sequences.device).repeat_interleave(per_input, dim=0)
-        sequences = torch.cat([prefix, sequences[:, compact_length:]], dim=1)
-        if isinstance(outputs, torch.Tensor):
-            return sequences
-        outputs.sequences = sequences
-        return outputs
 
 
 __all__ = ["CatpForConditionalGenerationModelOutput", "CatpImageFeaturesOutput", "CatpQFormerMixin"]

@@ -190,7 +190,8 @@ def random_model(
 
     Construction skips transformers' and torch's weight initialisation (`no_init_weights`) and allocates in
     `dtype` from the start, so the 2.7b architecture needs one bf16 copy (7.5 GB) and a few seconds, not an fp32
-    copy and minutes. As `from_pretrained(dtype=...)` does for BLIP-2, the Q-Former and query tokens stay fp32.
+    copy and minutes. As `from_pretrained(dtype=...)` does, the family's `_keep_in_fp32_modules` stay fp32 (BLIP-2:
+    the Q-Former and query tokens; InstructBLIP: the query tokens).
     """
     config_class, model_class = family_of_model_type(config.model_type)
     catp_config = config if isinstance(config, config_class) else config_class.from_stock_config(config)
@@ -201,8 +202,7 @@ def random_model(
             model = model_class(catp_config)
     finally:
         torch.set_default_dtype(previous)
-    model.qformer.float()
-    model.query_tokens.data = model.query_tokens.data.float()
+    _keep_in_fp32(model)
     model.tie_weights()
     fill_random_weights(model, seed=seed)
     # Stock BLIP-2 starts the query tokens at zero (all scores would tie); a trained model's differ.
@@ -210,11 +210,21 @@ def random_model(
     return model.eval()
 
 
+def _keep_in_fp32(model: nn.Module) -> None:
+    """What `from_pretrained(dtype=...)` keeps in fp32 for the family: BLIP-2 its Q-Former and query tokens,
+    InstructBLIP its query tokens alone (`_keep_in_fp32_modules`)."""
+    for name in model._keep_in_fp32_modules or ():
+        part = getattr(model, name)
+        if isinstance(part, nn.Parameter):
+            part.data = part.data.float()
+        else:
+            part.float()
+
+
 def _cast(model: CatpBlip2ForConditionalGeneration, dtype: torch.dtype) -> CatpBlip2ForConditionalGeneration:
     """Everything in `dtype` except the Q-Former and query tokens, which BLIP-2 keeps in fp32."""
     model.to(dtype)
-    model.qformer.float()
-    model.query_tokens.data = model.query_tokens.data.float()
+    _keep_in_fp32(model)
     return model
 
 

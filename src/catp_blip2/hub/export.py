@@ -31,6 +31,7 @@ CODE_FILES = (
     "scoring.py",
     "modeling_qformer.py",
     "modeling_pruning.py",
+    "modeling_prompt.py",
     "modeling_catp.py",
     "pipeline_catp.py",
 )
