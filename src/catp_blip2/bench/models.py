@@ -211,10 +211,13 @@ def random_model(
 
 
 def _keep_in_fp32(model: nn.Module) -> None:
-    """What `from_pretrained(dtype=...)` keeps in fp32 for the family: BLIP-2 its Q-Former and query tokens,
-    InstructBLIP its query tokens alone (`_keep_in_fp32_modules`)."""
+    """What `from_pretrained(dtype=...)` keeps in fp32 of the model's own parts (`_keep_in_fp32_modules`): BLIP-2 its
+    Q-Former and query tokens, InstructBLIP its query tokens alone. Patterns of the language model's modules (T5's
+    "wo") are left in `dtype`."""
     for name in model._keep_in_fp32_modules or ():
-        part = getattr(model, name)
+        part = getattr(model, name, None)
+        if part is None:
+            continue
         if isinstance(part, nn.Parameter):
             part.data = part.data.float()
         else:
