@@ -165,3 +165,22 @@ def test_embedded_model_answers_and_degrades_when_pruned_hard(tmp_path):
     assert results["none"]["accuracy"] >= 65.0
     assert results["random"]["accuracy"] < results["none"]["accuracy"]
     assert results["catp"]["accuracy"] < results["none"]["accuracy"]
+
+
+def test_train_synthetic_instructblip_writes_a_question_aware_model(tmp_path):
+    from transformers import AutoProcessor, InstructBlipProcessor
+
+    from catp_blip2 import CatpInstructBlipForConditionalGeneration
+
+    assert _train(tmp_path, steps=3, extra=("--family", "instructblip")) == 0
+    model = AutoModel.from_pretrained(tmp_path / "model")
+    processor = AutoProcessor.from_pretrained(tmp_path / "model")
+    assert isinstance(model, CatpInstructBlipForConditionalGeneration) and isinstance(processor, InstructBlipProcessor)
+    inputs = processor(images=embedded_eval_dataset()[0]["image"], text="Question: how many shapes are there ? Short answer:",
+                       return_tensors="pt")
+    assert "qformer_input_ids" in inputs
+    model.config.num_kept_query_tokens = 8
+    out = model.generate(**inputs, max_new_tokens=2)
+    assert torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+    # A resumed run refuses another family's checkpoint.
+    assert _train(tmp_path, steps=3) == 2

@@ -30,16 +30,24 @@ def torch_dtype(name: str, option: str = "--dtype"):
     return getattr(torch, check_dtype(name, option, allow_auto=False))
 
 
-def embedded_model_dir(option: str = "--model") -> Path:
-    """The folder of the embedded model; a ValueError naming `option` when this installation lacks it."""
-    from ..toy.embedded import EMBEDDED_MODEL_DIR
+def embedded_model_dir(option: str = "--model", name: str = EMBEDDED) -> Path:
+    """The folder of the embedded model `name`; a ValueError naming `option` when this installation lacks it."""
+    from ..toy.embedded import EMBEDDED_MODELS
 
-    if not (EMBEDDED_MODEL_DIR / "config.json").is_file():
+    folder = EMBEDDED_MODELS[name]
+    if not (folder / "config.json").is_file():
         raise ValueError(
-            f"`{option}` {EMBEDDED!r}: {str(EMBEDDED_MODEL_DIR)!r} holds no model; rebuild it with "
-            "`catp-blip2 train-synthetic` or give a checkpoint folder or Hub id."
+            f"`{option}` {name!r}: {str(folder)!r} holds no model; rebuild it with `catp-blip2 train-synthetic` "
+            "or give a checkpoint folder or Hub id."
         )
-    return EMBEDDED_MODEL_DIR
+    return folder
+
+
+def embedded_names() -> tuple[str, ...]:
+    """The names of the shipped tiny models ("embedded", "embedded-instructblip")."""
+    from ..toy.embedded import EMBEDDED_MODELS
+
+    return tuple(EMBEDDED_MODELS)
 
 
 def looks_local(source: str) -> bool:
@@ -53,9 +61,9 @@ def resolve_checkpoint(source: Any, option: str = "--model") -> str:
     Raises a ValueError naming `option` for an empty value, a missing local path or a folder without config.json.
     """
     if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"`{option}` must be {EMBEDDED!r}, a checkpoint folder or a Hub id; got {source!r}.")
-    if source == EMBEDDED:
-        return str(embedded_model_dir(option))
+        raise ValueError(f"`{option}` must be one of {list(embedded_names())}, a checkpoint folder or a Hub id; got {source!r}.")
+    if source in embedded_names():
+        return str(embedded_model_dir(option, source))
     if looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():
@@ -110,4 +118,4 @@ def load_catp_model(source: str, option: str = "--model", dtype: Any = "auto", *
         raise ValueError(f"`{option}` {source!r} could not be loaded (a folder or a reachable Hub id): {error}") from error
 
 
-__all__ = ["DTYPES", "EMBEDDED", "catp_family", "check_dtype", "family_of_model_type", "load_catp_config", "embedded_model_dir", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]
+__all__ = ["DTYPES", "EMBEDDED", "catp_family", "check_dtype", "family_of_model_type", "load_catp_config", "embedded_model_dir", "embedded_names", "load_catp_model", "looks_local", "resolve_checkpoint", "torch_dtype"]

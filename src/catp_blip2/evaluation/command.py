@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--model",
         default=EMBEDDED,
-        help="checkpoint folder or Hub id of a CATP or stock BLIP-2 model; 'embedded' (default): the tiny model "
-        "shipped in catp_blip2.toy.embedded",
+        help="checkpoint folder or Hub id of a CATP or stock BLIP-2 / InstructBLIP model (the family is read from its "
+        "config); 'embedded' (default) or 'embedded-instructblip': the tiny models shipped in catp_blip2.toy.embedded",
     )
     model.add_argument("--processor", default=None, help="processor folder or Hub id (default: the model's)")
     model.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: the checkpoint's)")

@@ -142,7 +142,12 @@ def tiny_blip2_config(
 def tiny_instructblip_config(language_model: Literal["opt", "t5"] = "opt", **sizes: Any) -> InstructBlipConfig:
     """A stock `InstructBlipConfig` of the same tiny shape as `tiny_blip2_config` (the Q-Former reads
     `tiny_tokenizer()` ids too)."""
-    blip2 = tiny_blip2_config(language_model, **sizes)
+    return as_instructblip_config(tiny_blip2_config(language_model, **sizes))
+
+
+def as_instructblip_config(blip2: Blip2Config) -> InstructBlipConfig:
+    """The `InstructBlipConfig` of the same shape as a `Blip2Config` (InstructBLIP is BLIP-2 whose Q-Former also reads
+    the instruction's token ids, of its own vocabulary `qformer_config.vocab_size`)."""
 
     def part(config) -> dict[str, Any]:
         values = config.to_dict()
@@ -265,6 +270,7 @@ def tiny_model(
 __all__ = [
     "DEFAULT_WORDS",
     "SPECIAL_TOKENS",
+    "as_instructblip_config",
     "tiny_blip2_config",
     "tiny_instructblip_config",
     "tiny_instructblip_model",

@@ -28,17 +28,22 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import InstructBlipProcessor
+from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
 from ..configuration_catp import CatpConfig
+from ..configuration_catp_instructblip import CatpInstructBlipConfig
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
+from ..modeling_catp_instructblip import CatpInstructBlipForConditionalGeneration
 from ..pipeline_catp import DEFAULT_VQA_PROMPT
 from .shapes import COLORS, GRID, QUESTIONS_PER_IMAGE, SHAPES, VOCABULARY, draw_scene, questions_for_scene, random_scene
-from .tiny import tiny_blip2_config, tiny_processor, tiny_tokenizer
+from .tiny import as_instructblip_config, tiny_blip2_config, tiny_processor, tiny_tokenizer
 
 IMAGE_SIZE, PATCH_SIZE = 48, 16  # one patch per cell of the scenes' 3x3 grid
 POSITION_SCALE, CROSS_ATTENTION_SCALE = 3.0, 2.0  # see build_model
@@ -46,14 +51,23 @@ PROBE_SPLITS = (1 + len(COLORS), 1 + len(SHAPES), GRID, GRID)  # colour / shape 
 PROBE_CLASSES = sum(PROBE_SPLITS)
 
 
-def embedded_processor():
-    """The processor of the embedded model: 48 px images, a word-level tokenizer over the task's words."""
+FAMILIES = ("blip2", "instructblip")
+
+
+def embedded_processor(family: str = "blip2"):
+    """The processor of an embedded model: 48 px images, a word-level tokenizer over the task's words (InstructBLIP:
+    the same tokenizer for the Q-Former's copy of the prompt)."""
+    if family == "instructblip":
+        image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+        return InstructBlipProcessor(
+            image_processor, tiny_tokenizer(VOCABULARY), tiny_tokenizer(VOCABULARY), num_query_tokens=32
+        )
     return tiny_processor(tiny_tokenizer(VOCABULARY), image_size=IMAGE_SIZE)
 
 
-def embedded_config(vocab_size: int) -> CatpConfig:
+def embedded_config(vocab_size: int, family: str = "blip2") -> Any:
     """BLIP-2 structure in miniature: 2-layer ViT (3x3 patches of 16 px), 4-layer Q-Former with 2 cross-attention layers,
-    32 query tokens, 2-layer OPT."""
+    32 query tokens, 2-layer OPT; for InstructBLIP the same, its Q-Former also reading the prompt."""
     blip2 = tiny_blip2_config(
         "opt", vocab_size=vocab_size, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64,
         qformer_layers=4, cross_attention_frequency=2, text_layers=2,
@@ -62,10 +76,12 @@ def embedded_config(vocab_size: int) -> CatpConfig:
     blip2.vision_config.attention_dropout = 0.0
     blip2.qformer_config.hidden_dropout_prob = blip2.qformer_config.attention_probs_dropout_prob = 0.0
     blip2.text_config.dropout = blip2.text_config.attention_dropout = 0.0
+    if family == "instructblip":
+        return CatpInstructBlipConfig.from_stock_config(as_instructblip_config(blip2), pruning_method="catp")
     return CatpConfig.from_blip2_config(blip2, pruning_method="catp")
 
 
-def build_model(processor, seed: int) -> CatpBlip2ForConditionalGeneration:
+def build_model(processor, seed: int, family: str = "blip2") -> Any:
     """A freshly initialised embedded model whose query tokens start out looking at single grid cells.
 
     Trained from a stock random start, the Q-Former's queries attend to every patch alike, each query token carries
@@ -77,7 +93,10 @@ def build_model(processor, seed: int) -> CatpBlip2ForConditionalGeneration:
     trainable; only the starting point differs, and the result is a stock BLIP-2 checkpoint.
     """
     torch.manual_seed(seed)
-    model = CatpBlip2ForConditionalGeneration(embedded_config(len(processor.tokenizer)))
+    config = embedded_config(len(processor.tokenizer), family)
+    model = (CatpInstructBlipForConditionalGeneration if family == "instructblip" else CatpBlip2ForConditionalGeneration)(
+        config
+    )
     generator = torch.Generator().manual_seed(seed)
     hidden = model.config.vision_config.hidden_size
     with torch.no_grad():
@@ -148,8 +167,12 @@ def make_batch(processor, seed: int, step: int, images_per_step: int) -> dict[st
     for i, (row, prompt) in enumerate(zip(rows, prompt_ids)):
         text_ids[i, : len(row)] = torch.tensor(row)
         labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
-    return {"pixel_values": pixel_values, "text_ids": text_ids, "text_mask": (labels != -100) | (text_ids != tokenizer.pad_token_id),
-            "labels": labels, "cell_contents": cell_contents}
+    batch = {"pixel_values": pixel_values, "text_ids": text_ids, "text_mask": (labels != -100) | (text_ids != tokenizer.pad_token_id),
+             "labels": labels, "cell_contents": cell_contents}
+    if hasattr(processor, "qformer_tokenizer"):  # InstructBLIP: the Q-Former reads each question's prompt
+        qformer = processor.qformer_tokenizer(prompts, padding=True, return_tensors="pt")
+        batch["qformer_ids"], batch["qformer_mask"] = qformer["input_ids"], qformer["attention_mask"]
+    return batch
 
 
 def training_loss(
@@ -157,10 +180,19 @@ def training_loss(
 ) -> torch.Tensor:
     """Answer-token cross-entropy, the language model seeing `keep` random query tokens per sample (None: all),
     plus the patch probe's loss."""
-    image_outputs = model.get_image_features(batch["pixel_values"])
-    probe_loss = probe.loss(image_outputs.last_hidden_state[:, 1:], batch["cell_contents"])
-    features = image_outputs.pooler_output  # (I, 32, D)
-    features = features.repeat_interleave(batch["text_ids"].shape[0] // features.shape[0], dim=0)
+    questions_per_image = batch["text_ids"].shape[0] // batch["pixel_values"].shape[0]
+    if "qformer_ids" in batch:  # InstructBLIP: features per question, the Q-Former given its prompt
+        image_outputs = model.get_image_features(
+            batch["pixel_values"].repeat_interleave(questions_per_image, dim=0),
+            qformer_input_ids=batch["qformer_ids"], qformer_attention_mask=batch["qformer_mask"],
+        )
+        patches = image_outputs.last_hidden_state[::questions_per_image, 1:]
+        features = image_outputs.pooler_output  # (I*3, 32, D)
+    else:
+        image_outputs = model.get_image_features(batch["pixel_values"])
+        patches = image_outputs.last_hidden_state[:, 1:]
+        features = image_outputs.pooler_output.repeat_interleave(questions_per_image, dim=0)  # (I, 32, D) -> (I*3, ...)
+    probe_loss = probe.loss(patches, batch["cell_contents"])
     if keep is not None:
         order = torch.rand(features.shape[:2], generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
         features = torch.gather(features, 1, order[..., None].expand(-1, -1, features.shape[-1]))
@@ -198,6 +230,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the initial weights, the scenes and the dropout; the run is a function of it "
                              "(default: %(default)s)")
+    parser.add_argument("--family", default="blip2", choices=FAMILIES,
+                        help="which model to train: BLIP-2 (ships as 'embedded') or InstructBLIP, whose Q-Former also "
+                             "reads the question (ships as 'embedded-instructblip') (default: %(default)s)")
     parser.add_argument("--save-every", type=int, default=250,
                         help="write checkpoint.pt every this many steps (default: %(default)s)")
 
@@ -222,8 +257,8 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    processor = embedded_processor()
-    model = build_model(processor, args.seed).train()
+    processor = embedded_processor(args.family)
+    model = build_model(processor, args.seed, args.family).train()
     model.config.pruning_method = "none"  # training sees all tokens from get_image_features; dropout is ours
     probe = PatchProbe(model.config.vision_config.hidden_size)
     optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=args.lr, weight_decay=0.01)
@@ -279,5 +314,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    return {"steps": args.steps, "images_per_step": args.images_per_step, "lr": args.lr,
-            "keep_all_prob": args.keep_all_prob, "min_keep": args.min_keep, "seed": args.seed}
+    settings = {"steps": args.steps, "images_per_step": args.images_per_step, "lr": args.lr,
+                "keep_all_prob": args.keep_all_prob, "min_keep": args.min_keep, "seed": args.seed}
+    if args.family != "blip2":  # BLIP-2 checkpoints of earlier runs stay resumable
+        settings["family"] = args.family
+    return settings
