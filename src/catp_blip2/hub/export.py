@@ -237,16 +237,20 @@ def describe(result: ExportResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = export_variant(
+    print(describe(export_from_arguments(args, args.out, overwrite=args.overwrite)))
+    return 0
+
+
+def export_from_arguments(args: argparse.Namespace, out: str | Path, overwrite: bool = False) -> ExportResult:
+    """`export_variant` with the options `add_common_arguments` declares (shared by `export` and `push`)."""
+    return export_variant(
         load_variant(args.variant),
-        args.out,
+        out,
         base=args.base,
         results_path=args.results,
         repo_id=args.repo_id,
         max_shard_size=args.max_shard_size,
         dtype=args.dtype,
-        overwrite=args.overwrite,
+        overwrite=overwrite,
         results_of_other_model=args.results_of_other_model,
     )
-    print(describe(result))
-    return 0

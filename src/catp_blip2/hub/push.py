@@ -18,8 +18,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .export import ExportResult, add_common_arguments, describe, export_variant
-from .variants import load_variant
+from .export import ExportResult, add_common_arguments, describe, export_from_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,19 +65,9 @@ def check_repo_id(repo_id: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_repo_id(args.repo_id)
-    variant = load_variant(args.variant)
     with tempfile.TemporaryDirectory(prefix="catp-export-") as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "model"
-        result = export_variant(
-            variant,
-            out,
-            base=args.base,
-            results_path=args.results,
-            repo_id=args.repo_id,
-            max_shard_size=args.max_shard_size,
-            dtype=args.dtype,
-            results_of_other_model=args.results_of_other_model,
-        )
+        result = export_from_arguments(args, out)
         print(describe(result))
         listing = upload_listing(result.folder)
         visibility = "private" if args.private else "public"

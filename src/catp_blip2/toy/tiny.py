@@ -145,22 +145,25 @@ def tiny_instructblip_config(language_model: Literal["opt", "t5"] = "opt", **siz
     return as_instructblip_config(tiny_blip2_config(language_model, **sizes))
 
 
-def as_instructblip_config(blip2: Blip2Config) -> InstructBlipConfig:
-    """The `InstructBlipConfig` of the same shape as a `Blip2Config` (InstructBLIP is BLIP-2 whose Q-Former also reads
-    the instruction's token ids, of its own vocabulary `qformer_config.vocab_size`)."""
+def as_instructblip_config(blip2: Blip2Config, video: bool = False) -> InstructBlipConfig | InstructBlipVideoConfig:
+    """The `InstructBlipConfig` (or `InstructBlipVideoConfig`) of the same shape as a `Blip2Config`: InstructBLIP is
+    BLIP-2 whose Q-Former also reads the instruction's token ids (of its own vocabulary `qformer_config.vocab_size`);
+    for video the placeholder token becomes the video token."""
 
     def part(config) -> dict[str, Any]:
         values = config.to_dict()
         values.pop("model_type", None)  # the InstructBLIP sub-configs have their own
         return values
 
-    return InstructBlipConfig(
-        vision_config=part(blip2.vision_config),
-        qformer_config=part(blip2.qformer_config),
-        text_config=blip2.text_config.to_dict(),
-        num_query_tokens=blip2.num_query_tokens,
-        image_token_index=blip2.image_token_index,
-    )
+    shared = {
+        "vision_config": part(blip2.vision_config),
+        "qformer_config": part(blip2.qformer_config),
+        "text_config": blip2.text_config.to_dict(),
+        "num_query_tokens": blip2.num_query_tokens,
+    }
+    if video:
+        return InstructBlipVideoConfig(**shared, video_token_index=blip2.image_token_index)
+    return InstructBlipConfig(**shared, image_token_index=blip2.image_token_index)
 
 
 def tiny_instructblip_processor(image_size: int = 30, num_query_tokens: int = 32) -> InstructBlipProcessor:
@@ -185,20 +188,7 @@ def tiny_instructblip_model(
 def tiny_instructblipvideo_config(language_model: Literal["opt", "t5"] = "opt", **sizes: Any) -> InstructBlipVideoConfig:
     """A stock `InstructBlipVideoConfig` of the tiny shape (placeholders: `<image>`, id 4, as video tokens); OPT gets
     room for the 4 x 32 video tokens and a prompt."""
-    image = tiny_instructblip_config(language_model, **{"text_positions": 256, **sizes})
-
-    def part(config) -> dict[str, Any]:
-        values = config.to_dict()
-        values.pop("model_type", None)
-        return values
-
-    return InstructBlipVideoConfig(
-        vision_config=part(image.vision_config),
-        qformer_config=part(image.qformer_config),
-        text_config=image.text_config.to_dict(),
-        num_query_tokens=image.num_query_tokens,
-        video_token_index=image.image_token_index,
-    )
+    return as_instructblip_config(tiny_blip2_config(language_model, **{"text_positions": 256, **sizes}), video=True)
 
 
 def tiny_instructblipvideo_model(
