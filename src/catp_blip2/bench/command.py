@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .models import NAMED_MODELS, parse_dtype
 from .report import write_markdown, write_plot
-from .runner import log, run_benchmark
+from .runner import BenchSettings, log, run_benchmark
 
 DEFAULT_KEEP = (32, 16, 8, 4)
 
@@ -38,23 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-tokens", type=int, default=4, help="tokens generated per run (forced, greedy)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights and inputs")
     parser.add_argument("--out", required=True, help="output folder (bench.json, bench.md, bench.png)")
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """Validated settings of one benchmark."""
-
-    model: str
-    keep: tuple[int, ...]
-    batch_sizes: tuple[int, ...]
-    dtype: torch.dtype
-    device: torch.device
-    repeats: int
-    warmup: int
-    prompt_tokens: int
-    new_tokens: int
-    seed: int
-    out: Path
 
 
 def _positive_ints(name: str, values: list[int], minimum: int = 1) -> tuple[int, ...]:

@@ -14,7 +14,8 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -26,15 +27,29 @@ from .describe import architecture, device_name, load_average
 from .models import count_parameters, load_bench_model, stock_twin
 from .timing import STAGES, PeakMemory, RunTimes, StageClock, stage_times, summarise
 
-if TYPE_CHECKING:  # command.py imports this module; the settings are only read here
-    from .command import BenchSettings
-
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # ---- inputs and configurations ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Validated settings of one benchmark."""
+
+    model: str
+    keep: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+    repeats: int
+    warmup: int
+    prompt_tokens: int
+    new_tokens: int
+    seed: int
+    out: Path
 
 
 def make_inputs(

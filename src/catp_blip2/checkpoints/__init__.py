@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..toy.embedded import EMBEDDED_MODELS, embedded_model_dir
+
 # The tiny trained model shipped in `catp_blip2.toy.embedded`.
 EMBEDDED = "embedded"
 # Weight dtypes a command accepts; "auto" keeps the checkpoint's own.
@@ -30,23 +32,8 @@ def torch_dtype(name: str, option: str = "--dtype"):
     return getattr(torch, check_dtype(name, option, allow_auto=False))
 
 
-def embedded_model_dir(option: str = "--model", name: str = EMBEDDED) -> Path:
-    """The folder of the embedded model `name`; a ValueError naming `option` when this installation lacks it."""
-    from ..toy.embedded import EMBEDDED_MODELS
-
-    folder = EMBEDDED_MODELS[name]
-    if not (folder / "config.json").is_file():
-        raise ValueError(
-            f"`{option}` {name!r}: {str(folder)!r} holds no model; rebuild it with `catp-blip2 train-synthetic` "
-            "or give a checkpoint folder or Hub id."
-        )
-    return folder
-
-
 def embedded_names() -> tuple[str, ...]:
     """The names of the shipped tiny models ("embedded", "embedded-instructblip")."""
-    from ..toy.embedded import EMBEDDED_MODELS
-
     return tuple(EMBEDDED_MODELS)
 
 

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from ..checkpoints import embedded_model_dir
+from .embedded import embedded_model_dir
 from ..configuration_catp import PRUNING_METHODS
 from ..pipeline_catp import DEFAULT_VQA_PROMPT
 from .shapes import draw_scene, questions_for_scene, random_scene

@@ -12,4 +12,17 @@ _HERE = Path(__file__).resolve().parent
 EMBEDDED_MODELS: dict[str, Path] = {"embedded": _HERE / "tiny-vqa", "embedded-instructblip": _HERE / "tiny-instructblip"}
 EMBEDDED_MODEL_DIR: Path = EMBEDDED_MODELS["embedded"]
 
-__all__ = ["EMBEDDED_MODELS", "EMBEDDED_MODEL_DIR"]
+
+
+def embedded_model_dir(option: str = "--model", name: str = "embedded") -> Path:
+    """The folder of the embedded model `name`; a ValueError naming `option` when this installation lacks it."""
+    folder = EMBEDDED_MODELS[name]
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"`{option}` {name!r}: {str(folder)!r} holds no model; rebuild it with `catp-blip2 train-synthetic` "
+            "or give a checkpoint folder or Hub id."
+        )
+    return folder
+
+
+__all__ = ["EMBEDDED_MODELS", "EMBEDDED_MODEL_DIR", "embedded_model_dir"]
