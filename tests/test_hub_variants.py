@@ -205,3 +205,21 @@ def test_push_reports_a_base_that_does_not_load(tmp_path, capsys, no_hub):
             "--repo-id", "my-org/k4", "--out", str(tmp_path / "out")]
     assert "`--base` 'my-org/no-such-model' could not be loaded" in cli_error(capsys, argv)
     assert no_hub == [] and not (tmp_path / "out").exists()
+
+
+def test_card_names_the_results_metric():
+    from catp_blip2.hub.model_card import build_model_card
+    from catp_blip2.hub.variants import variant_from_dict
+
+    variant = variant_from_dict({"name": "v", "base_model": "Salesforce/blip2-opt-2.7b", "num_kept_query_tokens": 8})
+    from transformers import Blip2Config
+
+    config = variant.catp_config(Blip2Config())
+    results = {"model": "Salesforce/blip2-opt-2.7b", "dataset": {"id": "lmms-lab/GQA", "split": "testdev"},
+               "metric": "exact_match", "num_questions": 10,
+               "results": [{"method": "catp", "num_kept_query_tokens": 8, "accuracy": 40.0}]}
+    card = build_model_card(variant, config, repo_id="o/v", license_="mit", results=results)
+    assert "| method | kept query tokens | Exact match |" in card.text and "case and punctuation ignored" in card.text
+    assert card.data.eval_results[0].metric_name == "Exact match (%)"
+    vqa = build_model_card(variant, config, repo_id="o/v", license_="mit", results={**results, "metric": "vqa_accuracy"})
+    assert "| method | kept query tokens | VQA accuracy |" in vqa.text

@@ -143,6 +143,13 @@ def _accuracy_text(value: float, percent: bool) -> str:
     return f"{value:.2f}" if percent else f"{value:.4f}"
 
 
+# What a results file's "metric" is called on the card, and how it is computed.
+METRIC_TEXT = {
+    "vqa_accuracy": ("VQA accuracy", "each of the 10 human answers left out in turn, min(1, matches / 3), averaged"),
+    "exact_match": ("Exact match", "the answer equals the reference answer, case and punctuation ignored"),
+}
+
+
 @dataclass
 class ResultsSection:
     """What a results file adds to the card: the accuracy table's rows, the model-index entries of the rows measured
@@ -153,6 +160,8 @@ class ResultsSection:
     dataset_text: str | None = None
     model_text: str | None = None
     num_questions: int | None = None
+    metric_name: str = "VQA accuracy"
+    metric_description: str = METRIC_TEXT["vqa_accuracy"][1]
 
     @property
     def this_result(self) -> bool:
@@ -160,7 +169,9 @@ class ResultsSection:
         return any(row["this"] for row in self.rows)
 
 
-def _eval_result(row: dict[str, Any], dataset: tuple[str, str | None, str | None], percent: bool) -> EvalResult:
+def _eval_result(
+    row: dict[str, Any], dataset: tuple[str, str | None, str | None], percent: bool, metric_name: str
+) -> EvalResult:
     """The model-index entry of one results row."""
     dataset_id, dataset_config, dataset_split = dataset
     return EvalResult(
@@ -171,7 +182,7 @@ def _eval_result(row: dict[str, Any], dataset: tuple[str, str | None, str | None
         dataset_config=dataset_config,
         dataset_split=dataset_split,
         metric_type="accuracy",
-        metric_name="VQA accuracy" + (" (%)" if percent else ""),
+        metric_name=metric_name + (" (%)" if percent else ""),
         metric_value=round(float(row["accuracy"]), 4),
     )
 
@@ -186,6 +197,9 @@ def results_section(results: dict[str, Any] | None, config: CatpConfig) -> Resul
     section.dataset_text = f"`{dataset_id}`" + (f" ({dataset_split} split)" if dataset_split else "")
     section.model_text = results.get("model")
     section.num_questions = results.get("num_questions")
+    section.metric_name, section.metric_description = METRIC_TEXT.get(
+        results.get("metric", "vqa_accuracy"), (str(results.get("metric")), "as `catp-blip2 eval` defines it")
+    )
     total = config.num_query_tokens
     # Accuracy in percent (VQA convention) or as a fraction: whatever the file holds, shown as it is.
     percent = any(row["accuracy"] > 1 for row in results["results"])
@@ -196,7 +210,7 @@ def results_section(results: dict[str, Any] | None, config: CatpConfig) -> Resul
             {"method": row["method"], "kept": f"{row_kept} / {total}", "accuracy": _accuracy_text(row["accuracy"], percent), "this": this}
         )
         if this:
-            section.eval_results.append(_eval_result(row, dataset, percent))
+            section.eval_results.append(_eval_result(row, dataset, percent, section.metric_name))
     return section
 
 
@@ -284,6 +298,8 @@ def build_model_card(
         results_dataset=section.dataset_text,
         results_model=section.model_text,
         results_num_questions=section.num_questions,
+        metric_name=section.metric_name,
+        metric_description=section.metric_description,
         paper_reference=paper_reference(variant, config),
     )
 
