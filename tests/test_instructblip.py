@@ -275,3 +275,28 @@ def test_shipped_variants_export_self_contained_folders(tmp_path, variant, capsy
     assert remote["model_class"].endswith("CatpInstructBlipForConditionalGeneration")
     images = [Image.open(p).convert("RGB") for p in paths]
     assert remote["vqa"] == vqa_calls(catp_blip2.vqa_pipeline(model=str(out), device="cpu"), [str(p) for p in paths], images)
+
+
+def test_embedded_instructblip_is_question_aware_and_evaluates(tmp_path):
+    """The shipped tiny InstructBLIP (trained on the shapes task): another question, other kept tokens; eval runs it."""
+    from transformers import AutoProcessor
+
+    from catp_blip2.cli import main
+    from catp_blip2.toy.embedded import EMBEDDED_MODELS
+    from catp_blip2.toy.shapes import embedded_eval_dataset
+
+    folder = EMBEDDED_MODELS["embedded-instructblip"]
+    model = AutoModel.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    assert type(model) is CatpInstructBlipForConditionalGeneration
+    model.config.num_kept_query_tokens = 8
+    image = embedded_eval_dataset()[0]["image"]
+    kept = set()
+    for question in ("what color is the circle ?", "how many shapes are there ?", "where is the red object ?"):
+        inputs = processor(images=image, text=f"Question: {question} Short answer:", return_tensors="pt")
+        kept.add(tuple(model(**inputs).kept_query_indices[0].tolist()))
+    assert len(kept) == 3
+    out = tmp_path / "out"
+    assert main(["eval", "--model", "embedded-instructblip", "--limit", "9", "--methods", "catp", "--keep", "8",
+                 "--num-beams", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["model"] == "embedded-instructblip"

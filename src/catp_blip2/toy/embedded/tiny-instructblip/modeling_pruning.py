@@ -1,0 +1,362 @@
+"""What every CATP Q-Former model shares: attention recording, scoring and selection, placeholder compaction,
+`forward` and `generate`. A model family plugs in through one small `QFormerFamily` description (`modeling_qformer`).
+
+`CatpQFormerMixin` goes before the stock transformers class (`class CatpBlip2ForConditionalGeneration(
+CatpQFormerMixin, Blip2ForConditionalGeneration)`): stock model plus three seams.
+
+1. `get_image_features` records the attention probabilities the configured method needs (only those),
+   scores the query tokens, keeps the k best in their original order and projects only those.
+2. `forward` and `generate` drop the placeholders of pruned query tokens from the language-model inputs.
+3. `generate` hands back sequences that begin with the caller's own `input_ids`.
+
+Pruning settings are read from `self.config` at every call, so one loaded model can sweep methods and k.
+This module ships as Hub remote code: it imports only torch, transformers and its sibling core modules.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.blip_2.modeling_blip_2 import (
+    BaseModelOutputWithVisionQformerOutputs,
+    Blip2ForConditionalGenerationModelOutput,
+)
+from transformers.utils import can_return_tuple
+
+from .modeling_prompt import drop_pruned_placeholders, lengths_for_compact_prompt, with_caller_prefix
+from .modeling_qformer import AttentionRecorder, QFormerFamily
+from .scoring import PRUNING_METHODS, gather_tokens, select_top_k, vit_attention_image_weights
+
+
+@dataclass
+class CatpImageFeaturesOutput(BaseModelOutputWithVisionQformerOutputs):
+    r"""
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, k, text_hidden_size)`):
+        The projected kept query tokens, ready for the language model.
+    kept_query_indices (`torch.LongTensor` of shape `(batch_size, k)`):
+        Which query tokens were kept, ascending.
+    query_token_scores (`torch.FloatTensor` of shape `(batch_size, num_query_tokens)`):
+        The score of every query token under the configured method (higher is kept first).
+    """
+
+    kept_query_indices: torch.LongTensor | None = None
+    query_token_scores: torch.FloatTensor | None = None
+
+
+@dataclass
+class CatpForConditionalGenerationModelOutput(Blip2ForConditionalGenerationModelOutput):
+    r"""
+    Stock BLIP-2 outputs; `logits` cover the language-model inputs after pruned placeholders were removed.
+    kept_query_indices (`torch.LongTensor` of shape `(batch_size, k)`): which query tokens were kept.
+    query_token_scores (`torch.FloatTensor` of shape `(batch_size, num_query_tokens)`): every query token's score.
+    """
+
+    kept_query_indices: torch.LongTensor | None = None
+    query_token_scores: torch.FloatTensor | None = None
+
+
+def _relative(weights: list[float]) -> list[float]:
+    largest = max(weights)
+    return [w / largest for w in weights]
+
+
+class CatpQFormerMixin:
+    """The shared CATP machinery of a Q-Former model; a subclass names its `family` and its config class."""
+
+    family: QFormerFamily
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        config.check_pruning_settings()
+
+    def _family_inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Take the family's extra Q-Former inputs out of `kwargs`."""
+        return {name: kwargs.pop(name) for name in self.family.extra_inputs if name in kwargs}
+
+    # ---- seam 1: scoring and selection -------------------------------------------------------------------
+
+    @contextmanager
+    def _record_attentions(self, needs: tuple[str, ...]) -> Iterator[AttentionRecorder]:
+        family = self.family
+        recorder = AttentionRecorder(family.qformer_probs, family.vision_probs)
+        q = self.config.num_query_tokens
+        try:
+            if "cross_attentions" in needs:
+                cross = family.cross_attentions(self)
+                voting = [cross[p] for p in self.config.voting_layer_positions()]
+                recorder.record_qformer(voting, recorder.cross_attentions, q)
+            if "self_attentions" in needs:
+                recorder.record_qformer(family.self_attentions(self), recorder.self_attentions, q)
+            if "image_token_weights" in needs and self.config.image_token_weighting == "vit_attention":
+                recorder.record_vision(family.vision_attention(self))
+            yield recorder
+        finally:
+            recorder.remove()
+
+    def _score_query_tokens(self, recorder: AttentionRecorder, query_output: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        method = PRUNING_METHODS[config.pruning_method]
+        image_weights = None
+        if recorder.vit_attention is not None:
+            image_weights = vit_attention_image_weights(recorder.vit_attention)
+        available = {
+            "cross_attentions": recorder.cross_attentions,
+            # Only the ratios of the layer weights matter to the ranking: scaled to a largest weight of 1, no finite
+            # weight can overflow the float32 scores.
+            "layer_weights": _relative(config.voting_layer_weights()),
+            "image_token_weights": image_weights,
+            "aggregation": config.vote_aggregation,
+            "self_attentions": recorder.self_attentions,
+            "query_output": query_output,
+            "batch_size": query_output.shape[0],
+            "num_queries": query_output.shape[1],
+            "seed": config.pruning_seed,
+            "device": query_output.device,
+        }
+        available.update({setting.name: getattr(config, setting.name) for setting in method.settings})
+        with torch.no_grad():
+            return method.score(**{name: available[name] for name in method.inputs})
+
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool | None = False,
+        **kwargs,
+    ) -> CatpImageFeaturesOutput:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, image_size, image_size)`, or
+            `(batch_size, frames, num_channels, image_size, image_size)` for video): the images.
+
+        Returns a [`CatpImageFeaturesOutput`] whose `pooler_output` (B, k, text_hidden_size) holds the projected
+        kept query tokens, with `kept_query_indices` (B, k) and `query_token_scores` (B, T), T = num_query_tokens
+        (times the frames for video; indices in (frame, query) order).
+        """
+        config = self.config
+        config.check_pruning_settings()
+        extra = self._family_inputs(kwargs)
+        frames = 1
+        expected = getattr(config, "num_frames", None)  # video models
+        if expected is not None and (pixel_values.dim() != 5 or pixel_values.shape[1] != expected):
+            raise ValueError(
+                f"`pixel_values` must be (batch, num_frames={expected}, channels, height, width); got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if pixel_values.dim() == 5:  # video: every frame through the vision encoder and the Q-Former
+            frames = pixel_values.shape[1]
+            pixel_values = pixel_values.flatten(0, 1)
+            extra = {name: None if v is None else v.repeat_interleave(frames, dim=0) for name, v in extra.items()}
+        needs = PRUNING_METHODS[config.pruning_method].inputs
+        with self._record_attentions(needs) as recorder:
+            vision_outputs: BaseModelOutputWithPooling = self.vision_model(
+                pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+            )
+            image_embeds = vision_outputs.last_hidden_state
+            image_attention_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+            query_tokens = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
+            qformer_outputs = self.family.run_qformer(self, query_tokens, image_embeds, image_attention_mask, **extra)
+        query_output = qformer_outputs.last_hidden_state[:, : query_tokens.shape[1]]
+        scores = self._score_query_tokens(recorder, query_output)
+        kept, query_output, scores = self._keep_best(scores, query_output, frames)
+
+        # The Q-Former is kept in fp32; the projection and the language model may not be.
+        if query_output.dtype != image_embeds.dtype:
+            query_output = query_output.to(image_embeds.dtype)
+        return CatpImageFeaturesOutput(
+            last_hidden_state=image_embeds,
+            pooler_output=self.language_projection(query_output),
+            hidden_states=vision_outputs.hidden_states,
+            attentions=vision_outputs.attentions,
+            vision_outputs=vision_outputs,
+            qformer_outputs=qformer_outputs,
+            kept_query_indices=kept,
+            query_token_scores=scores,
+        )
+
+    def _keep_best(
+        self, scores: torch.Tensor, query_output: torch.Tensor, frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """scores (B * F, Q), query_output (B * F, Q, D) -> kept (B, k), kept tokens (B, k, D), scores (B, F * Q).
+
+        Every frame has the same number of voters, so the points of different frames compare directly: the k best
+        of the whole video are kept ("global"), or k / F of each frame (`frame_selection="per_frame"`).
+        """
+        batch, num_queries = scores.shape[0] // frames, scores.shape[1]
+        total = frames * num_queries
+        scores = scores.reshape(batch, total)
+        tokens = query_output.reshape(batch, total, query_output.shape[-1])
+        k = self.config.kept_query_tokens
+        if k == total:
+            return torch.arange(total, device=tokens.device).expand(batch, total), tokens, scores
+        if frames > 1 and getattr(self.config, "frame_selection", "global") == "per_frame":
+            per_frame = select_top_k(scores.reshape(batch * frames, num_queries), k // frames)
+            offsets = torch.arange(frames, device=per_frame.device).repeat(batch)[:, None] * num_queries
+            kept = (per_frame + offsets).reshape(batch, k)
+        else:
+            kept = select_top_k(scores, k)
+        return kept, gather_tokens(tokens, kept), scores
+
+    # ---- seam 2: placeholders of pruned tokens leave the language-model inputs ----------------------------
+
+    def _compact(
+        self, placeholder_mask: torch.Tensor, kept: torch.Tensor, tensors: dict[str, torch.Tensor | None]
+    ) -> dict[str, torch.Tensor | None]:
+        """`drop_pruned_placeholders` for this model's placeholder token and query-token count."""
+        placeholder = f"{self.family.placeholder}={getattr(self.config, self.family.placeholder)}"
+        return drop_pruned_placeholders(placeholder_mask, kept, self.config.total_query_tokens, tensors, placeholder)
+
+    def _text_inputs(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs_embeds (B, L, D), attention_mask (B, L)), embedding `input_ids` and masking nothing where not given."""
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        return inputs_embeds, attention_mask
+
+    def _placeholders(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        return self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds).squeeze(-1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs,
+    ) -> CatpForConditionalGenerationModelOutput:
+        r"""
+        Stock BLIP-2 `forward` on the pruned image tokens. `input_ids` / `inputs_embeds` (B, L) may carry
+        num_query_tokens placeholders per row (plain `Blip2Processor` output) or exactly k; `attention_mask`,
+        and for decoder-only language models `labels` of length L, are compacted alongside. `logits` then have
+        length L - (num_query_tokens - k).
+        """
+        if pixel_values is not None and mm_encoder_outputs is not None:
+            raise ValueError("You cannot specify both pixel_values and mm_encoder_outputs at the same time")
+        extra = self._family_inputs(kwargs)
+        image = (mm_encoder_outputs or {}).get(self.family.features_key)
+        if image is None:
+            image = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **extra)
+        kept = getattr(image, "kept_query_indices", None)
+        if kept is None:  # features made elsewhere, for every query token
+            batch, count = image.pooler_output.shape[:2]
+            kept = torch.arange(count, device=image.pooler_output.device).expand(batch, count)
+
+        inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
+        compact_labels = (
+            labels is not None
+            and self.config.use_decoder_only_language_model
+            and labels.shape[1] == inputs_embeds.shape[1]
+        )
+        compacted = self._compact(
+            self._placeholders(input_ids, inputs_embeds),
+            kept,
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "inputs_embeds": inputs_embeds,
+                "labels": labels if compact_labels else None,
+            },
+        )
+        outputs = super().forward(
+            pixel_values=None,
+            input_ids=compacted["input_ids"],
+            attention_mask=compacted["attention_mask"],
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            inputs_embeds=compacted["inputs_embeds"],
+            labels=compacted["labels"] if compact_labels else labels,
+            mm_encoder_outputs={self.family.features_key: image},
+            **extra,
+            **kwargs,
+        )
+        return CatpForConditionalGenerationModelOutput(
+            **outputs,
+            kept_query_indices=kept,
+            query_token_scores=getattr(image, "query_token_scores", None),
+        )
+
+    # ---- seam 3: generate on the pruned inputs, answer with the caller's prefix ---------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **generate_kwargs,
+    ):
+        """Stock BLIP-2 `generate` on the pruned image tokens.
+
+        Args:
+            pixel_values: (B, C, H, W) images.
+            input_ids: (B, L) prompt with num_query_tokens (or k) image placeholders per row; `None` captions
+                (num_query_tokens placeholders + BOS, as stock BLIP-2).
+            attention_mask: (B, L); inputs_embeds: (B, L, D) instead of, or with, `input_ids`.
+            **generate_kwargs: anything `GenerationMixin.generate` takes. `max_length` / `min_length` count the
+                caller's prompt as given, as in stock BLIP-2.
+        Returns:
+            For decoder-only language models given `input_ids`: (B * num_return_sequences, L + new) sequences that
+            begin with the caller's `input_ids`, so `out[:, input_ids.shape[1]:]` is the new tokens. Otherwise
+            what the language model's `generate` returns. A `GenerateOutput` when `return_dict_in_generate=True`.
+        """
+        if hasattr(self, "hf_device_map"):
+            self._preprocess_accelerate()
+        extra = self._family_inputs(generate_kwargs)
+        image = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **extra)
+        batch_size = pixel_values.shape[0]
+        if inputs_embeds is None and input_ids is None:
+            placeholder = getattr(self.config, self.family.placeholder)
+            start = [placeholder] * self.config.total_query_tokens + [self.config.text_config.bos_token_id]
+            input_ids = torch.tensor([start], dtype=torch.long, device=pixel_values.device).repeat(batch_size, 1)
+        inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
+        placeholders = self._placeholders(input_ids, inputs_embeds)
+        compacted = self._compact(
+            placeholders,
+            image.kept_query_indices,
+            {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds, "mask": placeholders},
+        )
+        features = image.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+        embeds = compacted["inputs_embeds"].masked_scatter(compacted["mask"].unsqueeze(-1), features)
+        removed = inputs_embeds.shape[1] - embeds.shape[1]
+
+        inputs = {"inputs_embeds": embeds, "attention_mask": compacted["attention_mask"]}
+        decoder_only = not self.language_model.config.is_encoder_decoder
+        if decoder_only and not bool(compacted["attention_mask"][:, -1].all()):
+            # transformers checks padding on input_ids only, and the language model gets embeddings; a decoder
+            # continues from the last position, so right padding changes answers (in stock BLIP-2 too).
+            warnings.warn(
+                "A decoder-only language model got a right-padded batch (attention_mask ends in 0): answers continue "
+                "from the padding and change. Pad on the left (processor.tokenizer.padding_side = 'left').",
+                stacklevel=3,  # the caller of generate (torch.no_grad wraps it)
+            )
+        if decoder_only:
+            lengths = lengths_for_compact_prompt(
+                generate_kwargs, self.language_model.generation_config, inputs_embeds.shape[1], removed
+            )
+            generate_kwargs.update(lengths)
+            if input_ids is not None:
+                inputs["input_ids"] = compacted["input_ids"]
+
+        outputs = self.language_model.generate(**inputs, **generate_kwargs)
+        if decoder_only and input_ids is not None and removed:
+            return with_caller_prefix(outputs, input_ids, embeds.shape[1])
+        return outputs
+
+
+
+__all__ = ["CatpForConditionalGenerationModelOutput", "CatpImageFeaturesOutput", "CatpQFormerMixin"]
