@@ -79,6 +79,16 @@ def cli_error(capsys, argv: list[str]) -> str:
     return err
 
 
+@pytest.fixture(scope="module")
+def datasets_cache_in_tmp(tmp_path_factory):
+    """`datasets`' cache (and the GQA image files under it) in a temporary folder, for one test module."""
+    import datasets
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf_datasets_cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

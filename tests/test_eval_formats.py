@@ -25,11 +25,8 @@ SPLITS = {"okvqa": "val2014", "textvqa": "validation", "vizwiz": "val", "gqa": "
 HUB_IDS = {"okvqa": "lmms-lab/OK-VQA", "textvqa": "lmms-lab/textvqa", "vizwiz": "lmms-lab/VizWiz-VQA", "gqa": "lmms-lab/GQA"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache_in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf_datasets_cache"))
-        yield
+# `datasets`' cache (and the GQA image files under it) in a temporary folder.
+pytestmark = pytest.mark.usefixtures("datasets_cache_in_tmp")
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,8 @@ HUB_IDS = {
 COUNT = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache_in_tmp(tmp_path_factory):
-    """`datasets`' cache (and the GQA image files under it) in a temporary folder."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf_datasets_cache"))
-        yield
+# `datasets`' cache (and the GQA image files under it) in a temporary folder.
+pytestmark = pytest.mark.usefixtures("datasets_cache_in_tmp")
 
 
 @pytest.fixture(scope="module")
