@@ -441,26 +441,30 @@ def okvqa_snapshot(root: Path, count: int = 6) -> Path:
     return root
 
 
-def textvqa_snapshot(root: Path, count: int = 6) -> Path:
-    validation = Dataset.from_list(textvqa_rows(count), features=TEXTVQA_FEATURES)
-    test = Dataset.from_list(textvqa_rows(2, seed=5, split="test"), features=TEXTVQA_FEATURES)
+def _evaluated_and_test_snapshot(
+    root: Path, rows, features, readme: str, count: int, split: str, test_seed: int, suffixes: tuple[str, str] = ("", "")
+) -> Path:
+    """A snapshot whose evaluated `split` (2 shards, `count` rows) and `test` split (2 rows) are parquet under data/."""
+    evaluated = Dataset.from_list(rows(count), features=features)
+    test = Dataset.from_list(rows(2, seed=test_seed, split="test"), features=features)
     sizes = {
-        "validation_bytes": _write_parquet(validation, root / "data" / "validation-{i}-of-{n}.parquet", shards=2),
-        "test_bytes": _write_parquet(test, root / "data" / "test-{i}-of-{n}.parquet"),
+        f"{split}_bytes": _write_parquet(evaluated, root / "data" / f"{split}-{{i}}-of-{{n}}{suffixes[0]}.parquet", shards=2),
+        "test_bytes": _write_parquet(test, root / "data" / f"test-{{i}}-of-{{n}}{suffixes[1]}.parquet"),
     }
-    (root / "README.md").write_text(TEXTVQA_README.format(validation=count, test=2, **sizes))
+    (root / "README.md").write_text(readme.format(**{split: count}, test=2, **sizes))
     return root
+
+
+def textvqa_snapshot(root: Path, count: int = 6) -> Path:
+    return _evaluated_and_test_snapshot(root, textvqa_rows, TEXTVQA_FEATURES, TEXTVQA_README, count, "validation", 5)
 
 
 def vizwiz_snapshot(root: Path, count: int = 6) -> Path:
-    val = Dataset.from_list(vizwiz_rows(count), features=VIZWIZ_FEATURES)
-    test = Dataset.from_list(vizwiz_rows(2, seed=6, split="test"), features=VIZWIZ_FEATURES)
-    sizes = {
-        "val_bytes": _write_parquet(val, root / "data" / "val-{i}-of-{n}-59be8a2af5f336e2.parquet", shards=2),
-        "test_bytes": _write_parquet(test, root / "data" / "test-{i}-of-{n}-c2a2bfd267556d6d.parquet"),
-    }
-    (root / "README.md").write_text(VIZWIZ_README.format(val=count, test=2, **sizes))
-    return root
+    # The Hub repo's parquet names carry a content hash, as in lmms-lab/VizWiz-VQA.
+    return _evaluated_and_test_snapshot(
+        root, vizwiz_rows, VIZWIZ_FEATURES, VIZWIZ_README, count, "val", 6,
+        suffixes=("-59be8a2af5f336e2", "-c2a2bfd267556d6d"),
+    )
 
 
 def gqa_snapshot(root: Path, count: int = 6) -> Path:

@@ -323,6 +323,7 @@ class CatpQFormerMixin:
             placeholder = getattr(self.config, self.family.placeholder)
             start = [placeholder] * self.config.total_query_tokens + [self.config.text_config.bos_token_id]
             input_ids = torch.tensor([start], dtype=torch.long, device=pixel_values.device).repeat(batch_size, 1)
+        padded = attention_mask is not None  # a mask the caller gave; one made here pads nothing
         inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
         placeholders = self._placeholders(input_ids, inputs_embeds)
         compacted = self._compact(
@@ -336,7 +337,7 @@ class CatpQFormerMixin:
 
         inputs = {"inputs_embeds": embeds, "attention_mask": compacted["attention_mask"]}
         decoder_only = not self.language_model.config.is_encoder_decoder
-        if decoder_only and not bool(compacted["attention_mask"][:, -1].all()):
+        if decoder_only and padded and not bool(attention_mask[:, -1].all()):
             # transformers checks padding on input_ids only, and the language model gets embeddings; a decoder
             # continues from the last position, so right padding changes answers (in stock BLIP-2 too).
             warnings.warn(

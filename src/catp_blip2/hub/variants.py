@@ -29,7 +29,7 @@ from typing import Any
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PretrainedConfig
 
-from ..checkpoints import EMBEDDED, family_of_model_type, resolve_checkpoint
+from ..checkpoints import EMBEDDED, family_of_model_type
 from ..configuration_catp import PRUNING_SETTINGS, CatpConfig, default_pruning_settings
 
 # A base that names the tiny model embedded in this package (`catp_blip2.toy.embedded.EMBEDDED_MODEL_DIR`).
@@ -157,11 +157,6 @@ def load_variant(path: str | os.PathLike) -> Variant:
     return variant_from_dict(data, source=path)
 
 
-def resolve_base(base: str) -> str:
-    """Where to load a base checkpoint from: "embedded" -> the package's embedded tiny model, else unchanged."""
-    return resolve_checkpoint(base, "base_model")
-
-
 def is_hub_model_id(base: str) -> bool:
     """True for "owner/name" strings that are Hub repo ids rather than local paths or symbolic names."""
     if base == EMBEDDED_BASE or os.path.exists(base) or base.count("/") != 1:
@@ -179,6 +174,5 @@ __all__ = [
     "Variant",
     "is_hub_model_id",
     "load_variant",
-    "resolve_base",
     "variant_from_dict",
 ]
