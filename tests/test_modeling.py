@@ -156,7 +156,7 @@ def test_only_voting_layers_are_hooked_and_hooks_are_removed(pair, processor):
     model, _ = pair
     configure(model, pruning_method="catp", num_kept_query_tokens=8, vote_layers="last")
     before = {id(m): len(m._forward_hooks) for m in model.modules()}  # transformers keeps hooks of its own
-    with model._record_attentions(("cross_attentions",)):
+    with model._record_attentions([model.config]):
         hooked = [m for m in model.modules() if len(m._forward_hooks) > before[id(m)]]
     assert hooked == [model.family.cross_attentions(model)[-1]]
     assert {id(m): len(m._forward_hooks) for m in model.modules()} == before

@@ -15,10 +15,11 @@ This module ships as Hub remote code: it imports only torch, transformers and it
 
 from __future__ import annotations
 
+import copy
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -28,6 +29,7 @@ from transformers.models.blip_2.modeling_blip_2 import (
 )
 from transformers.utils import can_return_tuple
 
+from .modeling_features import QFormerEncoding, scoring_key
 from .modeling_prompt import drop_pruned_placeholders, lengths_for_compact_prompt, with_caller_prefix
 from .modeling_qformer import AttentionRecorder, QFormerFamily
 from .scoring import PRUNING_METHODS, gather_tokens, select_top_k, vit_attention_image_weights
@@ -81,31 +83,38 @@ class CatpQFormerMixin:
     # ---- seam 1: scoring and selection -------------------------------------------------------------------
 
     @contextmanager
-    def _record_attentions(self, needs: tuple[str, ...]) -> Iterator[AttentionRecorder]:
+    def _record_attentions(self, configs: Sequence[Any]) -> Iterator[AttentionRecorder]:
+        """Record, in one pass, what the methods of all `configs` need (the union of their voting layers)."""
         family = self.family
         recorder = AttentionRecorder(family.qformer_probs, family.vision_probs)
+        needs = {name for config in configs for name in PRUNING_METHODS[config.pruning_method].inputs}
         q = self.config.num_query_tokens
         try:
             if "cross_attentions" in needs:
                 cross = family.cross_attentions(self)
-                voting = [cross[p] for p in self.config.voting_layer_positions()]
-                recorder.record_qformer(voting, recorder.cross_attentions, q)
+                recorder.cross_positions = sorted(
+                    {p for c in configs if "cross_attentions" in PRUNING_METHODS[c.pruning_method].inputs
+                     for p in c.voting_layer_positions()}
+                )
+                recorder.record_qformer([cross[p] for p in recorder.cross_positions], recorder.cross_attentions, q)
             if "self_attentions" in needs:
                 recorder.record_qformer(family.self_attentions(self), recorder.self_attentions, q)
-            if "image_token_weights" in needs and self.config.image_token_weighting == "vit_attention":
+            if "image_token_weights" in needs and any(c.image_token_weighting == "vit_attention" for c in configs):
                 recorder.record_vision(family.vision_attention(self))
             yield recorder
         finally:
             recorder.remove()
 
-    def _score_query_tokens(self, recorder: AttentionRecorder, query_output: torch.Tensor) -> torch.Tensor:
-        config = self.config
+    def _score_query_tokens(self, recorder: AttentionRecorder, query_output: torch.Tensor, config: Any) -> torch.Tensor:
         method = PRUNING_METHODS[config.pruning_method]
         image_weights = None
-        if recorder.vit_attention is not None:
+        if recorder.vit_attention is not None and config.image_token_weighting == "vit_attention":
             image_weights = vit_attention_image_weights(recorder.vit_attention)
+        cross = []
+        if "cross_attentions" in method.inputs:
+            cross = [recorder.cross_attentions[recorder.cross_positions.index(p)] for p in config.voting_layer_positions()]
         available = {
-            "cross_attentions": recorder.cross_attentions,
+            "cross_attentions": cross,
             # Only the ratios of the layer weights matter to the ranking: scaled to a largest weight of 1, no finite
             # weight can overflow the float32 scores.
             "layer_weights": _relative(config.voting_layer_weights()),
@@ -122,26 +131,47 @@ class CatpQFormerMixin:
         with torch.no_grad():
             return method.score(**{name: available[name] for name in method.inputs})
 
-    @can_return_tuple
-    def get_image_features(
+    def scoring_configs(self, score_settings: Sequence[Mapping[str, Any]] | None = None) -> list[Any]:
+        """Checked copies of the config with each set of pruning settings applied (`None`: the config itself).
+
+        Settings a set leaves out keep the config's values; k is irrelevant to scores and cleared."""
+        self.config.check_pruning_settings()
+        if score_settings is None:
+            return [self.config]
+        configs = []
+        for settings in score_settings:
+            view = copy.copy(self.config)  # the pruning settings are top-level attributes: a shallow copy suffices
+            for name, value in settings.items():
+                setattr(view, name, copy.deepcopy(value))
+            view.num_kept_query_tokens = None
+            view.check_pruning_settings()
+            configs.append(view)
+        return configs
+
+    def encode_qformer(
         self,
         pixel_values: torch.Tensor,
         interpolate_pos_encoding: bool | None = False,
+        score_settings: Sequence[Mapping[str, Any]] | None = None,
         **kwargs,
-    ) -> CatpImageFeaturesOutput:
+    ) -> QFormerEncoding:
         r"""
+        Run the vision encoder and the Q-Former once and score the query tokens, before any selection.
+
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, image_size, image_size)`, or
             `(batch_size, frames, num_channels, image_size, image_size)` for video): the images.
+        score_settings (`list[dict]`, *optional*): sets of pruning settings (`{"pruning_method": "l2"}`, ...) to
+            score under, all from this one pass; settings a set leaves out keep the config's. `None`: the config's.
+        kwargs: the family's extra Q-Former inputs (InstructBLIP: `qformer_input_ids`, `qformer_attention_mask`)
+            and vision-encoder options.
 
-        Returns a [`CatpImageFeaturesOutput`] whose `pooler_output` (B, k, text_hidden_size) holds the projected
-        kept query tokens, with `kept_query_indices` (B, k) and `query_token_scores` (B, T), T = num_query_tokens
-        (times the frames for video; indices in (frame, query) order).
+        Returns a [`QFormerEncoding`]: query outputs (B * F, Q, D) and scores (B * F, Q) per set of settings, which
+        `get_image_features` / `generate(qformer_encoding=...)` select from under the config's current settings.
         """
-        config = self.config
-        config.check_pruning_settings()
+        configs = self.scoring_configs(score_settings)
         extra = self._family_inputs(kwargs)
         frames = 1
-        expected = getattr(config, "num_frames", None)  # video models
+        expected = getattr(self.config, "num_frames", None)  # video models
         if expected is not None and (pixel_values.dim() != 5 or pixel_values.shape[1] != expected):
             raise ValueError(
                 f"`pixel_values` must be (batch, num_frames={expected}, channels, height, width); got shape "
@@ -151,8 +181,7 @@ class CatpQFormerMixin:
             frames = pixel_values.shape[1]
             pixel_values = pixel_values.flatten(0, 1)
             extra = {name: None if v is None else v.repeat_interleave(frames, dim=0) for name, v in extra.items()}
-        needs = PRUNING_METHODS[config.pruning_method].inputs
-        with self._record_attentions(needs) as recorder:
+        with self._record_attentions(configs) as recorder:
             vision_outputs: BaseModelOutputWithPooling = self.vision_model(
                 pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
             )
@@ -161,19 +190,56 @@ class CatpQFormerMixin:
             query_tokens = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
             qformer_outputs = self.family.run_qformer(self, query_tokens, image_embeds, image_attention_mask, **extra)
         query_output = qformer_outputs.last_hidden_state[:, : query_tokens.shape[1]]
-        scores = self._score_query_tokens(recorder, query_output)
-        kept, query_output, scores = self._keep_best(scores, query_output, frames)
-
-        # The Q-Former is kept in fp32; the projection and the language model may not be.
-        if query_output.dtype != image_embeds.dtype:
-            query_output = query_output.to(image_embeds.dtype)
-        return CatpImageFeaturesOutput(
-            last_hidden_state=image_embeds,
-            pooler_output=self.language_projection(query_output),
-            hidden_states=vision_outputs.hidden_states,
-            attentions=vision_outputs.attentions,
+        scores = {scoring_key(c): self._score_query_tokens(recorder, query_output, c) for c in configs}
+        return QFormerEncoding(
+            query_output=query_output,
+            scores=scores,
+            frames=frames,
+            projection_dtype=image_embeds.dtype,
+            image_embeds=image_embeds,
             vision_outputs=vision_outputs,
             qformer_outputs=qformer_outputs,
+        )
+
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = False,
+        qformer_encoding: QFormerEncoding | None = None,
+        **kwargs,
+    ) -> CatpImageFeaturesOutput:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, image_size, image_size)`, or
+            `(batch_size, frames, num_channels, image_size, image_size)` for video): the images.
+        qformer_encoding ([`QFormerEncoding`], *optional*): a pass made by `encode_qformer` (or a cache of them),
+            instead of `pixel_values`: only the selection, under the config's current settings, and the projection run.
+
+        Returns a [`CatpImageFeaturesOutput`] whose `pooler_output` (B, k, text_hidden_size) holds the projected
+        kept query tokens, with `kept_query_indices` (B, k) and `query_token_scores` (B, T), T = num_query_tokens
+        (times the frames for video; indices in (frame, query) order).
+        """
+        if (pixel_values is None) == (qformer_encoding is None):
+            raise ValueError("Give exactly one of `pixel_values` and `qformer_encoding`.")
+        encoding = qformer_encoding
+        if encoding is None:
+            encoding = self.encode_qformer(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        else:
+            self._family_inputs(kwargs)  # the pass already read them
+            self.config.check_pruning_settings()
+        kept, query_output, scores = self._keep_best(encoding.scores_for(self.config), encoding.query_output, encoding.frames)
+
+        # The Q-Former is kept in fp32; the projection and the language model may not be.
+        if query_output.dtype != encoding.projection_dtype:
+            query_output = query_output.to(encoding.projection_dtype)
+        vision_outputs = encoding.vision_outputs
+        return CatpImageFeaturesOutput(
+            last_hidden_state=encoding.image_embeds,
+            pooler_output=self.language_projection(query_output),
+            hidden_states=getattr(vision_outputs, "hidden_states", None),
+            attentions=getattr(vision_outputs, "attentions", None),
+            vision_outputs=vision_outputs,
+            qformer_outputs=encoding.qformer_outputs,
             kept_query_indices=kept,
             query_token_scores=scores,
         )
@@ -293,17 +359,20 @@ class CatpQFormerMixin:
     @torch.no_grad()
     def generate(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
+        qformer_encoding: QFormerEncoding | None = None,
         **generate_kwargs,
     ):
         """Stock BLIP-2 `generate` on the pruned image tokens.
 
         Args:
             pixel_values: (B, C, H, W) images.
+            qformer_encoding: instead of `pixel_values`, a vision + Q-Former pass made by `encode_qformer` (or a
+                `QFormerEncodingCache`): the pass is reused and only selection, projection and the language model run.
             input_ids: (B, L) prompt with num_query_tokens (or k) image placeholders per row; `None` captions
                 (num_query_tokens placeholders + BOS, as stock BLIP-2).
             attention_mask: (B, L); inputs_embeds: (B, L, D) instead of, or with, `input_ids`.
@@ -317,12 +386,14 @@ class CatpQFormerMixin:
         if hasattr(self, "hf_device_map"):
             self._preprocess_accelerate()
         extra = self._family_inputs(generate_kwargs)
-        image = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **extra)
-        batch_size = pixel_values.shape[0]
+        image = self.get_image_features(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, qformer_encoding=qformer_encoding, **extra
+        )
         if inputs_embeds is None and input_ids is None:
             placeholder = getattr(self.config, self.family.placeholder)
             start = [placeholder] * self.config.total_query_tokens + [self.config.text_config.bos_token_id]
-            input_ids = torch.tensor([start], dtype=torch.long, device=pixel_values.device).repeat(batch_size, 1)
+            device = image.pooler_output.device
+            input_ids = torch.tensor([start], dtype=torch.long, device=device).repeat(image.pooler_output.shape[0], 1)
         padded = attention_mask is not None  # a mask the caller gave; one made here pads nothing
         inputs_embeds, attention_mask = self._text_inputs(input_ids, attention_mask, inputs_embeds)
         placeholders = self._placeholders(input_ids, inputs_embeds)

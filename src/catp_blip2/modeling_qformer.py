@@ -57,6 +57,7 @@ class AttentionRecorder:
         self.qformer_probs = qformer_probs
         self.vision_probs = vision_probs
         self.cross_attentions: list[torch.Tensor] = []
+        self.cross_positions: list[int] = []  # which cross-attention layers `cross_attentions` holds, in order
         self.self_attentions: list[torch.Tensor] = []
         self.vit_attention: torch.Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []

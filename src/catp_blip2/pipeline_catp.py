@@ -21,9 +21,13 @@ import torch
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor, GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
+from .modeling_features import QFormerEncodingCache
+
 VQA_TASK = "visual-question-answering"
 # The prompt of BLIP-2's zero-shot VQA evaluation (and of the CATP paper); "{}" is replaced by the question.
 DEFAULT_VQA_PROMPT = "Question: {} Short answer:"
+# Vision + Q-Former passes kept during one call (BLIP-2 at 224 px: ~0.1 MB an image).
+PIPELINE_CACHE_BYTES = 256 * 1024**2
 
 
 def _is_image(value: Any) -> bool:
@@ -60,6 +64,10 @@ class CatpVisualQuestionAnsweringPipeline(Pipeline):
         - `pipe([image, ...], question)` (every image, one question), `pipe(image, [question, ...])`, and
           `pipe([image, ...], [question, ...])`, which (like the classic pipeline) asks every question of every
           image; pass a list of dicts to pair them instead.
+
+    Within one call, inputs that repeat an image (`pipe(image, [question, ...])`) run the vision encoder and the
+    Q-Former once for it on a CATP model whose Q-Former does not read the question (BLIP-2); the answers are those
+    of one call per question. InstructBLIP's Q-Former reads the question, so there every question gets its own pass.
 
     Parameters (at construction or per call): `prompt`, `timeout` (image download), `batch_size`, and generation
     parameters either directly (`max_new_tokens=10`, `num_beams=5`, ...) or as `generate_kwargs={...}`. Without
@@ -144,6 +152,8 @@ class CatpVisualQuestionAnsweringPipeline(Pipeline):
                 f"of strings), or {{'image': ..., 'question': ...}} dicts; got image={type(image).__name__}, "
                 f"question={type(question).__name__}."
             )
+        # One cache per call: answers never depend on what an earlier call saw.
+        self._encodings = QFormerEncodingCache(max_bytes=PIPELINE_CACHE_BYTES)
         return super().__call__(inputs, **kwargs)
 
     def preprocess(
@@ -161,7 +171,14 @@ class CatpVisualQuestionAnsweringPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, torch.Tensor], generate_kwargs: dict[str, Any] | None = None):
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs or {}, return_dict_in_generate=False)
         input_ids = model_inputs["input_ids"]
-        sequences = self.model.generate(**model_inputs, **generate_kwargs)
+        encodings = getattr(self, "_encodings", None)
+        if encodings is not None and hasattr(self.model, "encode_qformer"):  # a CATP model, not stock BLIP-2
+            image_inputs = ("pixel_values", *self.model.family.extra_inputs)
+            text = {name: value for name, value in model_inputs.items() if name not in image_inputs}
+            encoding = encodings.encode(self.model, model_inputs)
+            sequences = self.model.generate(**text, qformer_encoding=encoding, **generate_kwargs)
+        else:
+            sequences = self.model.generate(**model_inputs, **generate_kwargs)
         if self._decoder_only:
             # Sequences begin with the (padded) prompt as given, whatever was pruned: keep the new tokens.
             sequences = sequences[:, input_ids.shape[1] :]

@@ -87,6 +87,13 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values, query tokens kept (default: %(default)s)")
+    sweep.add_argument(
+        "--recompute-features",
+        action="store_true",
+        help="run the vision encoder and the Q-Former again for every configuration instead of once per image "
+        "(BLIP-2) or question (InstructBLIP) for the whole sweep; the predictions are the same, only slower "
+        "(for comparison and debugging)",
+    )
 
 
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -312,6 +319,7 @@ def _run(args: argparse.Namespace) -> int:
         generation=generation,
         state=state,
         dataset_format=dataset_format,
+        share_features=not args.recompute_features,
     )
     if state.is_main_process:
         _report(outcome, out, configurations)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..modeling_features import QFormerEncodingCache
 from .inputs import EvalInputs
 
 
@@ -60,9 +61,16 @@ class GenerationSettings:
 
 
 def generate_answers(
-    model: Any, processor: Any, inputs: EvalInputs, generate_kwargs: dict[str, Any], decoder_only: bool, progress: bool
+    model: Any,
+    processor: Any,
+    inputs: EvalInputs,
+    generate_kwargs: dict[str, Any],
+    decoder_only: bool,
+    progress: bool,
+    features: QFormerEncodingCache | None = None,
 ) -> list[str]:
-    """The answers of this process's questions under the model's current pruning settings."""
+    """The answers of this process's questions under the model's current pruning settings; with `features`, the
+    vision encoder and Q-Former passes come from (and go into) that cache."""
     from tqdm.auto import tqdm
 
     answers: list[str] = []
@@ -75,7 +83,13 @@ def generate_answers(
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
         with torch.inference_mode():
-            out = model.generate(**batch, **generate_kwargs)
+            if features is not None:
+                image_inputs = ("pixel_values", *model.family.extra_inputs)
+                encoding = features.encode(model, batch)
+                text = {name: tensor for name, tensor in batch.items() if name not in image_inputs}
+                out = model.generate(**text, qformer_encoding=encoding, **generate_kwargs)
+            else:
+                out = model.generate(**batch, **generate_kwargs)
         # Decoder-only: the sequences start with our own prompt (the core's contract), whatever k is.
         new_tokens = out[:, batch["input_ids"].shape[1] :] if decoder_only else out
         answers.extend(text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True))

@@ -32,6 +32,7 @@ CODE_FILES = (
     "modeling_qformer.py",
     "modeling_pruning.py",
     "modeling_prompt.py",
+    "modeling_features.py",
     "modeling_catp.py",
     "pipeline_catp.py",
 )

@@ -88,9 +88,12 @@ def build_model(processor, seed: int, family: str = "blip2") -> Any:
     a blend of the whole scene, and what is where (which colour goes with which shape, which column) is lost: in
     short CPU runs it learned to count but left the colour-to-shape and position questions at chance. So the start
     is spatial, like the anchor queries of DETR: the position embeddings of the 9 patches (one per grid cell) are
-    orthogonal, query j starts on the direction of cell j mod 9, and the first cross-attention layer's query and key
-    projections start as scaled identities, so query j first attends mostly to cell j mod 9. Everything stays
-    trainable; only the starting point differs, and the result is a stock BLIP-2 checkpoint.
+    orthogonal, each query starts on the direction of one cell, and the first cross-attention layer's query and key
+    projections start as scaled identities, so each query first attends mostly to its cell. Every cell gets 3 or 4
+    queries, and which ones is a seeded random permutation: with cell j mod 9 for query j, the first 9 queries
+    covered the 9 cells and "keep the first k" (`position`) was favoured by construction; real BLIP-2 queries have
+    no such order. Everything stays trainable; only the starting point differs, and the result is a stock BLIP-2
+    checkpoint.
     """
     torch.manual_seed(seed)
     config = embedded_config(len(processor.tokenizer), family)
@@ -103,7 +106,8 @@ def build_model(processor, seed: int, family: str = "blip2") -> Any:
         directions, _ = torch.linalg.qr(torch.randn(hidden, hidden, generator=generator))  # orthonormal rows
         num_positions = model.vision_model.embeddings.position_embedding.shape[1]  # CLS + one patch per cell
         model.vision_model.embeddings.position_embedding.copy_(POSITION_SCALE * directions[None, :num_positions])
-        cells = torch.arange(model.config.num_query_tokens) % (num_positions - 1)
+        queries = model.config.num_query_tokens
+        cells = (torch.arange(queries) % (num_positions - 1))[torch.randperm(queries, generator=generator)]
         noise = 0.1 * torch.randn(model.config.num_query_tokens, hidden, generator=generator)
         model.query_tokens.copy_((directions[1 + cells] + noise)[None])  # distinct queries, even on one cell
         first_cross = model.qformer.encoder.layer[0].crossattention.attention
@@ -315,7 +319,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> dict:
     settings = {"steps": args.steps, "images_per_step": args.images_per_step, "lr": args.lr,
-                "keep_all_prob": args.keep_all_prob, "min_keep": args.min_keep, "seed": args.seed}
-    if args.family != "blip2":  # BLIP-2 checkpoints of earlier runs stay resumable
+                "keep_all_prob": args.keep_all_prob, "min_keep": args.min_keep, "seed": args.seed,
+                "query_cells": "seeded permutation"}  # checkpoints of the j mod 9 start are not resumed into this one
+    if args.family != "blip2":
         settings["family"] = args.family
     return settings
