@@ -63,6 +63,8 @@ BAD_OPTIONS = {
     "push": (["--repo-id", "bad id!", "--variant", "configs/tiny-embedded-catp-k8.json"], "`--repo-id`"),
     "bench": (["--keep", "0", "--out", "{tmp}/out"], "`--keep`"),
     "eval": (["--keep", "0", "--out", "{tmp}/out"], "`--keep`"),
+    "calibrate": (["--dataset", "embedded", "--out", "{tmp}/out"], "`--dataset`"),
+    "explain": (["--image", "/nonexistent.png", "--question", "q"], "`--image`"),
 }
 
 

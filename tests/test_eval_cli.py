@@ -212,8 +212,12 @@ def test_argument_errors(assets, tmp_path, extra, message, capsys, monkeypatch):
 def test_method_items_parse_to_full_settings():
     config = CatpConfig.from_blip2_config(tiny_blip2_config())
     settings = parse_method_item("catp:vote_layers=all,vote_aggregation=soft", config)
-    assert settings == {"pruning_method": "catp", "vote_layers": "all", "vote_layer_weights": None,
-                        "image_token_weighting": "none", "vote_aggregation": "soft", "pruning_seed": 0}
+    # Every registered setting, at its default unless the item sets it (k comes from --keep).
+    from catp_blip2.configuration_catp import default_pruning_settings
+
+    defaults = {k: v for k, v in default_pruning_settings().items() if k != "num_kept_query_tokens"}
+    assert settings == {**defaults, "pruning_method": "catp", "vote_layers": "all", "vote_aggregation": "soft"}
+    assert {"vote_layer_weights": None, "image_token_weighting": "none", "pruning_seed": 0}.items() <= settings.items()
     assert parse_method_item("catp:vote_layers=[0,1],vote_layer_weights=[1,0.5]", config)["vote_layers"] == [0, 1]
     assert parse_method_item("random:pruning_seed=3", config)["pruning_seed"] == 3
     sweep = build_sweep(["catp", "l2"], [16, 4], config)

@@ -165,8 +165,71 @@ def test_batched_scores_equal_per_sample_scores():
 
 
 def test_registry_names_and_inputs_are_consistent():
-    known = {"cross_attentions", "layer_weights", "image_token_weights", "aggregation", "self_attentions",
-             "query_output", "batch_size", "num_queries", "seed", "device"}
-    assert set(PRUNING_METHODS) == {"catp", "l2", "self_attention", "position", "random", "none"}
+    known = {"cross_attentions", "all_cross_attentions", "layer_weights", "image_token_weights", "aggregation",
+             "self_attentions", "query_output", "batch_size", "num_queries", "seed", "device"}
+    assert set(PRUNING_METHODS) == {"catp", "catp_cover", "l2", "self_attention", "position", "random", "none"}
     for method in PRUNING_METHODS.values():
-        assert set(method.inputs) <= known
+        assert set(method.inputs) <= known | {s.name for s in method.settings}
+
+
+# ---- catp_cover: the refinements ---------------------------------------------------------------------------
+
+from catp_blip2.scoring import catp_cover_scores, voter_weights  # noqa: E402
+
+
+def _background_and_object() -> torch.Tensor:
+    """(1, 1, 4, 10) probabilities: CLS + 8 background tokens rank q0 > q1 > q3 > q2, one object token q2 > q3 > ...
+
+    q0 and q1 are both background queries; q2 is the only one the object's token favours."""
+    background = torch.tensor([0.4, 0.35, 0.05, 0.2])
+    obj = torch.tensor([0.05, 0.1, 0.6, 0.25])
+    columns = [background] * 9 + [obj]
+    return torch.stack(columns, dim=-1)[None, None]
+
+
+def test_cover_selection_brings_in_the_query_the_object_favours():
+    probs = _background_and_object()
+    tokens = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(0))
+    plain = select_top_k(catp_scores([probs]), 2)
+    assert plain.tolist() == [[0, 1]]  # a plurality of background tokens keeps two background queries
+    covered = catp_cover_scores([probs], tokens, cover_layers="all", cover_voters="all", cover_selection="cover", cover_power=4.0)
+    assert select_top_k(covered, 2).tolist() == [[0, 2]]
+
+
+def test_independent_cover_scores_rank_like_plain_catp_with_every_voter():
+    probs = torch.rand(2, 3, 6, 11, generator=torch.Generator().manual_seed(1)).softmax(dim=-1)
+    tokens = torch.randn(2, 6, 5)
+    independent = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent")
+    assert torch.equal(select_top_k(independent, 3), select_top_k(catp_scores([probs]), 3))
+
+
+def test_greedy_scores_are_one_order_for_every_k():
+    probs = [torch.rand(3, 2, 8, 10, generator=torch.Generator().manual_seed(s)).softmax(dim=-1) for s in (2, 3)]
+    tokens = torch.randn(3, 8, 6, generator=torch.Generator().manual_seed(4))
+    scores = catp_cover_scores(probs, tokens, cover_redundancy=0.5)
+    assert sorted(scores[0].tolist()) == list(range(1, 9))  # a full ranking: 8 for the first pick ... 1
+    for k in range(1, 8):
+        smaller, larger = select_top_k(scores, k), select_top_k(scores, k + 1)
+        for row in range(3):
+            assert set(smaller[row].tolist()) <= set(larger[row].tolist())
+
+
+def test_redundancy_skips_a_query_that_repeats_a_kept_one():
+    probs = _background_and_object()
+    tokens = torch.eye(4)[None].clone()
+    tokens[0, 1] = tokens[0, 0]  # q1's output repeats q0's
+    without = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent")
+    with_penalty = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent", cover_redundancy=2.0)
+    assert select_top_k(without, 2).tolist() == [[0, 1]]
+    assert 1 not in select_top_k(with_penalty, 2)[0].tolist()
+
+
+def test_voter_weights_drop_cls_and_weigh_decisive_voters():
+    probs = torch.zeros(1, 1, 4, 3)
+    probs[..., 0] = 0.25  # CLS
+    probs[..., 1] = 0.25  # undecided: the same attention from every query
+    probs[0, 0, :, 2] = torch.tensor([0.97, 0.01, 0.01, 0.01])  # decisive
+    assert voter_weights(probs, "patches")[0, 0].tolist() == [0.0, 1.0, 1.0]
+    decisive = voter_weights(probs, "decisive")[0, 0]
+    assert decisive[1].item() == pytest.approx(0.0, abs=1e-6) and decisive[2].item() > 0.8
+    assert voter_weights(probs, "decisive_patches")[0, 0, 0].item() == 0.0

@@ -90,11 +90,12 @@ class CatpQFormerMixin:
         needs = {name for config in configs for name in PRUNING_METHODS[config.pruning_method].inputs}
         q = self.config.num_query_tokens
         try:
-            if "cross_attentions" in needs:
+            if "cross_attentions" in needs or "all_cross_attentions" in needs:
                 cross = family.cross_attentions(self)
                 recorder.cross_positions = sorted(
                     {p for c in configs if "cross_attentions" in PRUNING_METHODS[c.pruning_method].inputs
                      for p in c.voting_layer_positions()}
+                    | (set(range(len(cross))) if "all_cross_attentions" in needs else set())
                 )
                 recorder.record_qformer([cross[p] for p in recorder.cross_positions], recorder.cross_attentions, q)
             if "self_attentions" in needs:
@@ -113,8 +114,11 @@ class CatpQFormerMixin:
         cross = []
         if "cross_attentions" in method.inputs:
             cross = [recorder.cross_attentions[recorder.cross_positions.index(p)] for p in config.voting_layer_positions()]
+        # A method taking every layer had every layer recorded, in order.
+        every = list(recorder.cross_attentions) if "all_cross_attentions" in method.inputs else []
         available = {
             "cross_attentions": cross,
+            "all_cross_attentions": every,
             # Only the ratios of the layer weights matter to the ranking: scaled to a largest weight of 1, no finite
             # weight can overflow the float32 scores.
             "layer_weights": _relative(config.voting_layer_weights()),

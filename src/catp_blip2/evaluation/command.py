@@ -19,13 +19,21 @@ from typing import Any
 
 from ..checkpoints import DTYPES, EMBEDDED, load_catp_config, load_catp_model, resolve_checkpoint
 from ..scoring import PRUNING_METHODS
-from .datasets import DATASET_FORMATS, DEFAULT_FORMAT, GQA, check_sample, get_dataset_format, gqa_configs, infer_dataset_format
+from .datasets import DATASET_FORMATS, DEFAULT_FORMAT, EMBEDDED_SETS, GQA, check_sample, get_dataset_format, gqa_configs, infer_dataset_format
 from .generation import GenerationSettings
 from .inputs import DEFAULT_VQA_PROMPT, check_prompt
-from .sweep import DEFAULT_KEEP, DEFAULT_METHODS, build_sweep
+from .sweep import DEFAULT_KEEP, DEFAULT_METHODS, build_sweep, variant_method_item
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_and_data_arguments(parser)
+    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval); reruns resume")
+    _add_sweep_arguments(parser)
+    add_generation_arguments(parser)
+
+
+def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_default: str = EMBEDDED) -> None:
+    """The model and data options of `eval` (and `calibrate`, with its own default dataset)."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -43,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
-        default=EMBEDDED,
-        help="'embedded' (default), a Hub id (lmms-lab/VQAv2, lmms-lab/OK-VQA, lmms-lab/textvqa, lmms-lab/VizWiz-VQA, "
+        default=dataset_default,
+        help=f"default: {dataset_default!r}; 'embedded' (the embedded model's evaluation set), a Hub id (lmms-lab/VQAv2, lmms-lab/OK-VQA, lmms-lab/textvqa, lmms-lab/VizWiz-VQA, "
         "lmms-lab/GQA), a local snapshot of one, a save_to_disk folder, parquet file(s) or a folder of them",
     )
     data.add_argument(
@@ -64,16 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--fraction", type=float, default=None, help="seeded random fraction of the questions (paper: 0.1)")
     data.add_argument("--seed", type=int, default=42, help="seed of --fraction (paper: 42)")
     data.add_argument("--limit", type=int, default=None, help="then at most this many questions")
-
-    _add_sweep_arguments(parser)
-    _add_generation_arguments(parser)
     model.add_argument(
         "--num-threads",
         type=int,
         default=None,
         help="CPU threads for torch (default: 1 for models under 50M parameters, else torch's default)",
     )
-    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval); reruns resume")
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +92,11 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values, query tokens kept (default: %(default)s)")
     sweep.add_argument(
+        "--variants", nargs="+", default=[], type=Path, metavar="FILE",
+        help="variant files (configs/*.json, or what `calibrate` writes): each adds its method and settings to "
+        "--methods, evaluated at every --keep",
+    )
+    sweep.add_argument(
         "--recompute-features",
         action="store_true",
         help="run the vision encoder and the Q-Former again for every configuration instead of once per image "
@@ -96,7 +105,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     generation = parser.add_argument_group("generation (defaults: the paper's protocol)")
     generation.add_argument("--prompt", default=DEFAULT_VQA_PROMPT, help="prompt with '{}' for the question")
     generation.add_argument(
@@ -144,7 +153,7 @@ def resolve_dataset_format(args: argparse.Namespace) -> Any:
     and `args.split` set to the format's default split where none was given."""
     name = args.dataset_format if args.dataset_format is not None else infer_dataset_format(args.dataset)
     dataset_format = get_dataset_format(name)
-    if args.dataset == EMBEDDED and dataset_format.name != DEFAULT_FORMAT:
+    if args.dataset in EMBEDDED_SETS and dataset_format.name != DEFAULT_FORMAT:
         raise ValueError(
             f"`--dataset-format` {name!r}: the embedded set is in the {DEFAULT_FORMAT} format; give a --dataset in the "
             f"{name} format."
@@ -240,7 +249,7 @@ def _run_record(
     dataset_format = dataset_format or get_dataset_format(DEFAULT_FORMAT)
     dataset_entry = {
         "id": args.dataset,
-        "split": None if args.dataset == EMBEDDED else args.split,
+        "split": None if args.dataset in EMBEDDED_SETS else args.split,
         "fraction": args.fraction,
         "seed": args.seed if args.fraction is not None else None,
         "limit": args.limit,
@@ -294,7 +303,8 @@ def _run(args: argparse.Namespace) -> int:
     check_prompt(args.prompt)
     generation = _generation(args)
     check_sample(args.fraction, args.seed, args.limit)
-    configurations = build_sweep(list(args.methods), list(args.keep), load_base_config(args))
+    methods = list(args.methods) + [variant_method_item(path) for path in args.variants]
+    configurations = build_sweep(methods, list(args.keep), load_base_config(args))
 
     state = PartialState()
     dataset = load_vqa_dataset(

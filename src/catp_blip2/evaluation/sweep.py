@@ -122,6 +122,24 @@ def parse_method_item(item: str, base_config: CatpConfig) -> dict[str, Any]:
     return {key: getattr(trial, key) for key in swept}
 
 
+def setting_text(value: Any) -> str:
+    """A setting's value as a `--methods` item writes it: names plain ("all"), anything else JSON ("[0,1]", "null")."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) and value not in ("null", "true", "false"):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def variant_method_item(path: Any) -> str:
+    """The `--methods` item of a variant file: its method with the settings of that method the file sets."""
+    from ..hub.variants import load_variant
+
+    variant = load_variant(path)
+    method = variant.pruning["pruning_method"]
+    own = [s.name for s in PRUNING_METHODS[method].settings]
+    settings = ",".join(f"{name}={setting_text(variant.pruning[name])}" for name in own)
+    return f"{method}:{settings}" if settings else method
+
+
 def swept_settings() -> tuple[str, ...]:
     """The pruning settings every configuration sets (k is set separately): anything an item leaves out takes its
     default, so a "catp" row means the same whatever the checkpoint's config.json says. Read live from the registry."""
@@ -174,6 +192,8 @@ __all__ = [
     "build_sweep",
     "configuration_key",
     "parse_method_item",
+    "setting_text",
     "swept_settings",
+    "variant_method_item",
     "unpruned_settings",
 ]

@@ -45,6 +45,9 @@ VOCABULARY = tuple(
 )
 EVAL_SEED = 1_000_003  # a plain integer seed; training steps draw from default_rng([seed, step]), another stream
 EVAL_NUM_IMAGES = 100
+# The calibration split (`catp-blip2 calibrate`): the same distribution from another seed, disjoint from the
+# evaluation set, so settings tuned on it are measured on questions they never saw.
+CALIBRATION_SEED = 2_000_029
 QUESTIONS_PER_IMAGE = 3
 
 
@@ -194,8 +197,14 @@ def embedded_eval_dataset():
     return make_synthetic_vqa(EVAL_NUM_IMAGES, EVAL_SEED)
 
 
+def embedded_calibration_dataset():
+    """The calibration split of the embedded task: 100 other images, 300 questions, seed `CALIBRATION_SEED`."""
+    return make_synthetic_vqa(EVAL_NUM_IMAGES, CALIBRATION_SEED)
+
+
 __all__ = [
     "ANSWER_TYPES",
+    "CALIBRATION_SEED",
     "COLORS",
     "EVAL_SEED",
     "QUESTION_TYPES",
@@ -203,6 +212,7 @@ __all__ = [
     "VOCABULARY",
     "SceneObject",
     "draw_scene",
+    "embedded_calibration_dataset",
     "embedded_eval_dataset",
     "make_synthetic_vqa",
     "questions_for_scene",

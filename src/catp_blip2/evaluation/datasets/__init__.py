@@ -50,6 +50,8 @@ from .gqa import LMMS_LAB_GQA, attach_gqa_images, check_gqa_columns, check_gqa_r
 from .sources import (
     DEFAULT_FORMAT,
     EMBEDDED,
+    EMBEDDED_CALIBRATION,
+    EMBEDDED_SETS,
     LMMS_LAB_VQAV2,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -215,6 +217,8 @@ __all__ = [
     "DEFAULT_FORMAT",
     "DatasetFormat",
     "EMBEDDED",
+    "EMBEDDED_CALIBRATION",
+    "EMBEDDED_SETS",
     "GQA",
     "LMMS_LAB_GQA",
     "LMMS_LAB_VQAV2",

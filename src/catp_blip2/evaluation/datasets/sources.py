@@ -11,6 +11,8 @@ from typing import Any
 from ...checkpoints import looks_local
 
 EMBEDDED = "embedded"
+EMBEDDED_CALIBRATION = "embedded-calibration"  # the embedded task's calibration split, disjoint from "embedded"
+EMBEDDED_SETS = (EMBEDDED, EMBEDDED_CALIBRATION)
 REQUIRED_COLUMNS = ("question_id", "question", "image", "answers")
 OPTIONAL_COLUMNS = ("answer_type", "question_type")
 UNKNOWN_TYPE = "unknown"
@@ -42,6 +44,10 @@ def _load_source(source: str, split: str, config: str | None = None, hub_example
         from ...toy.shapes import embedded_eval_dataset
 
         return embedded_eval_dataset()
+    if source == EMBEDDED_CALIBRATION:
+        from ...toy.shapes import embedded_calibration_dataset
+
+        return embedded_calibration_dataset()
     path = Path(source).expanduser()
     if path.is_dir():
         if config is not None and _is_save_to_disk_folder(path / config):
