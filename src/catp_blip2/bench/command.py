@@ -1,4 +1,6 @@
-"""`catp-blip2 bench`: speed and memory of CATP against stock BLIP-2 on the same weights, and against the FLOP ideal.
+"""`catp-blip2 bench`: speed and memory of CATP against stock BLIP-2 on the same weights, the prefill against the
+roofline measured on this machine (`roofline`), and with `--sweep` the evaluation sweep with and without shared
+vision + Q-Former features (`sweep`).
 
 This module is the command: its options (`add_arguments`), their checks (`validate` -> `BenchSettings`; a bad value
 raises a ValueError naming the option, the value and what is allowed, before any model is built) and `run`, which
@@ -16,7 +18,8 @@ import torch
 
 from .models import NAMED_MODELS, parse_dtype
 from .report import write_markdown, write_plot
-from .runner import BenchSettings, log, run_benchmark
+from .runner import BenchSettings, SweepSettings, log, run_benchmark
+from .sweep import PAPER_METHODS
 
 DEFAULT_KEEP = (32, 16, 8, 4)
 
@@ -37,6 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-tokens", type=int, default=4, help="tokens generated per run (forced, greedy)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights and inputs")
     parser.add_argument("--out", required=True, help="output folder (bench.json, bench.md, bench.png)")
+    sweep = parser.add_argument_group("sweep (--sweep)")
+    sweep.add_argument(
+        "--sweep", action="store_true",
+        help="also time the evaluation sweep (unpruned + --methods x the --keep values below the query count), "
+        "recomputing the vision encoder and Q-Former per configuration and sharing them, on the same weights; its "
+        "batches are the largest --batch-sizes",
+    )
+    sweep.add_argument("--methods", nargs="+", default=list(PAPER_METHODS),
+                       help="the sweep's method items, as for eval --methods (default: the paper's six: %(default)s)")
+    sweep.add_argument("--questions", type=int, default=10, help="questions in the sweep (default: %(default)s)")
+    sweep.add_argument("--images", type=int, default=2,
+                       help="distinct images they ask about, consecutive questions sharing one (default: %(default)s)")
 
 
 def _positive_ints(name: str, values: list[int], minimum: int = 1) -> tuple[int, ...]:
@@ -86,6 +101,7 @@ def validate(args: argparse.Namespace) -> BenchSettings:
     if out.exists() and not out.is_dir():
         raise ValueError(f"`--out` must be a folder; {str(out)!r} is a file.")
     return BenchSettings(
+        sweep=_sweep_settings(args, keep, batch_sizes),
         model=args.model,
         keep=keep,
         batch_sizes=batch_sizes,
@@ -98,6 +114,24 @@ def validate(args: argparse.Namespace) -> BenchSettings:
         seed=args.seed,
         out=out,
     )
+
+
+def _sweep_settings(args: argparse.Namespace, keep: tuple[int, ...], batch_sizes: tuple[int, ...]) -> SweepSettings | None:
+    if not args.sweep:
+        return None
+    from ..evaluation.sweep import UNPRUNED
+
+    for name, value in (("--questions", args.questions), ("--images", args.images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+    if args.images > args.questions:
+        raise ValueError(f"`--images` ({args.images}) must be at most `--questions` ({args.questions}).")
+    if not args.methods or any(not isinstance(m, str) or not m.strip() or m.split(":")[0] == UNPRUNED for m in args.methods):
+        raise ValueError(f"`--methods` must be method items other than 'none' (the unpruned model is always in); got {args.methods}.")
+    pruned = tuple(k for k in keep if k < 32)  # 32 keeps everything: the unpruned configuration already is that
+    if not pruned:
+        raise ValueError(f"`--keep` needs a value below 32 for --sweep; got {list(keep)}.")
+    return SweepSettings(tuple(args.methods), pruned, args.questions, args.images, max(batch_sizes))
 
 
 def command_line(settings: BenchSettings) -> list[str]:
@@ -114,7 +148,10 @@ def command_line(settings: BenchSettings) -> list[str]:
         "--new-tokens", str(settings.new_tokens),
         "--seed", str(settings.seed),
         "--out", str(settings.out),
-    ]  # fmt: skip
+    ] + ([] if settings.sweep is None else [
+        "--sweep", "--methods", *settings.sweep.methods,
+        "--questions", str(settings.sweep.questions), "--images", str(settings.sweep.images),
+    ])  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
     (settings.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     write_markdown(report, settings.out / "bench.md")
     write_plot(report, settings.out / "bench.png")
+    if report["sweep"] is not None:
+        sweep = report["sweep"]
+        log(f"sweep of {sweep['configurations']} configurations: naive {sweep['naive_s']:.2f} s, shared "
+            f"{sweep['shared_s']:.2f} s, speed-up {sweep['speedup']:.2f}, predictions identical: {sweep['identical']}")
     for target in report["targets"]:
         verdict = "met" if target["met"] else "MISSED"
         log(f"target (batch {target['batch_size']}): {target['target']}: {target['value']:.4f} {verdict}")

@@ -17,9 +17,9 @@ def markdown_table(report: dict[str, Any], batch_size: int) -> str:
     """One table per batch size: medians (quartiles for end to end and prefill) and ratios against stock."""
     header = (
         "| config | LM prompt tokens | end to end s (IQR) | e2e speed-up | samples/s | vision s | Q-Former + scoring s "
-        "| scoring % of e2e | prefill s (IQR) | prefill speed-up | FLOP ideal | % of ideal | TTFT s "
-        "| decode s/token | peak mem GiB (+run) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| scoring % of e2e | prefill s (IQR) | prefill speed-up | roofline s | % of roofline | FLOP ideal | % of ideal "
+        "| TTFT s | decode s/token | peak mem GiB (+run) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
     for row in report["results"]:
@@ -28,7 +28,7 @@ def markdown_table(report: dict[str, Any], batch_size: int) -> str:
         stock = row["method"] == "stock"
         lines.append(
             "| {config} | {tokens} | {e2e} | {e2e_x} | {tput:.3f} | {vision:.3f} | {qf:.3f} | {score:.3f}% | {prefill} "
-            "| {pre_x} | {ideal} | {of_ideal} | {ttft:.3f} | {decode:.3f} | {mem:.2f} (+{mem_run:.2f}) |".format(
+            "| {pre_x} | {roof} | {of_roof} | {ideal} | {of_ideal} | {ttft:.3f} | {decode:.3f} | {mem:.2f} (+{mem_run:.2f}) |".format(
                 config=row["config"],
                 tokens=row["lm_prompt_tokens"],
                 e2e=_spread(row, "end_to_end_s"),
@@ -39,6 +39,8 @@ def markdown_table(report: dict[str, Any], batch_size: int) -> str:
                 score=100 * row["scoring_overhead_fraction"],
                 prefill=_spread(row, "prefill_s"),
                 pre_x="1.00" if stock else f"{row['prefill_speedup_vs_stock']:.3f}",
+                roof=f"{row['roofline_prefill_s']:.3f} ({row['roofline_bound']})" if "roofline_prefill_s" in row else "",
+                of_roof=f"{100 * row['prefill_fraction_of_roofline']:.1f}%" if "roofline_prefill_s" in row else "",
                 ideal="" if stock else f"{row['flop_ideal_prefill_speedup']:.3f}",
                 of_ideal="" if stock else f"{100 * row['prefill_speedup_fraction_of_ideal']:.1f}%",
                 ttft=row["time_to_first_token_s"],
@@ -66,8 +68,24 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['load_average_1min']['end']} ({report['threads']} threads; higher means other work shared the CPU)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
     ]
+    machine = report.get("machine")
+    if machine:
+        parts.append(
+            f"- measured on this machine ({machine['method']}): matrix multiply {machine['matmul_flops_per_s'] / 1e12:.3f} "
+            f"TFLOP/s, memory {machine['memory_bytes_per_s'] / 1e9:.2f} GB/s; roofline prefill = max(FLOPs / peak, "
+            "weight bytes / bandwidth)"
+        )
     if report.get("command"):
         parts.append(f"- command: `{report['command']}`")
+    sweep = report.get("sweep")
+    if sweep:
+        parts.append(
+            f"- sweep: {sweep['configurations']} configurations x {sweep['questions']} questions about {sweep['images']} "
+            f"images (batch {sweep['batch_size']}): naive {sweep['naive_s']:.2f} s, shared features "
+            f"{sweep['shared_s']:.2f} s, speed-up {sweep['speedup']:.2f}; vision + Q-Former passes "
+            f"{sweep['vision_passes']['naive']} vs {sweep['vision_passes']['shared']}; predictions identical: "
+            f"{'yes' if sweep['identical'] else 'NO'}"
+        )
     for batch_size in report["batch_sizes"]:
         parts += ["", f"## Batch size {batch_size}", "", markdown_table(report, batch_size)]
     parts += ["", "## Targets", "", "| target | batch | value | limit | met |", "|---|---|---|---|---|"]
