@@ -199,7 +199,7 @@ def test_cover_selection_brings_in_the_query_the_object_favours():
 def test_independent_cover_scores_rank_like_plain_catp_with_every_voter():
     probs = torch.rand(2, 3, 6, 11, generator=torch.Generator().manual_seed(1)).softmax(dim=-1)
     tokens = torch.randn(2, 6, 5)
-    independent = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent")
+    independent = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent", cover_redundancy=0.0)
     assert torch.equal(select_top_k(independent, 3), select_top_k(catp_scores([probs]), 3))
 
 
@@ -218,7 +218,7 @@ def test_redundancy_skips_a_query_that_repeats_a_kept_one():
     probs = _background_and_object()
     tokens = torch.eye(4)[None].clone()
     tokens[0, 1] = tokens[0, 0]  # q1's output repeats q0's
-    without = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent")
+    without = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent", cover_redundancy=0.0)
     with_penalty = catp_cover_scores([probs], tokens, cover_voters="all", cover_selection="independent", cover_redundancy=2.0)
     assert select_top_k(without, 2).tolist() == [[0, 1]]
     assert 1 not in select_top_k(with_penalty, 2)[0].tolist()

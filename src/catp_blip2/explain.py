@@ -140,7 +140,9 @@ def explain(
 
     # Maps for every method: a "catp" view of the config records the voting layers' cross-attention even where the
     # configured method reads none. The recorder listens to the very pass that the selection and the answer use.
-    (view,) = model.scoring_configs([{"pruning_method": "catp"}])
+    # catp_cover votes with its own layers: draw those.
+    layers = {"vote_layers": model.config.cover_layers} if model.config.pruning_method == "catp_cover" else {}
+    (view,) = model.scoring_configs([{"pruning_method": "catp", **layers}])
     was_training = model.training
     model.eval()  # the recorder computes expected probabilities; the answer should not see dropout either
     try:

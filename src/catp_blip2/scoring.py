@@ -225,11 +225,11 @@ def catp_cover_scores(
     all_cross_attentions: Sequence[torch.Tensor],
     query_output: torch.Tensor,
     image_token_weights: torch.Tensor | None = None,
-    cover_layers: str | Sequence[int] = "all",
-    cover_voters: str = "patches",
+    cover_layers: str | Sequence[int] = "last",
+    cover_voters: str = "decisive_patches",
     cover_selection: str = "cover",
     cover_power: float = 1.0,
-    cover_redundancy: float = 0.0,
+    cover_redundancy: float = 0.5,
 ) -> torch.Tensor:
     """CATP refined: Borda ballots of the image tokens, voters weighted, a selection that covers the image.
 
@@ -391,14 +391,16 @@ VOTE_AGGREGATION = Setting(
     "'rank': Borda points (the paper); 'soft': each voter's attention normalised over the queries",
 )
 PRUNING_SEED = Setting("pruning_seed", 0, _check_seed, "seed of the random selection")
-# catp_cover's defaults are the winner of `catp-blip2 calibrate` on the embedded task's calibration split (README).
+# catp_cover's defaults are the winner of `catp-blip2 calibrate` on the embedded task's calibration split (README,
+# benchmarks/embedded-calibration/): the last cross-attention layer ([1] of the embedded model's 2), decisive patch
+# voters, coverage selection, power 1, redundancy 0.5. Calibrate again for another model.
 COVER_LAYERS = Setting(
-    "cover_layers", "all", _check_vote_layers,
+    "cover_layers", "last", _check_vote_layers,
     "catp_cover: the cross-attention layers whose image tokens vote ('first', 'last', 'all' or positions)",
     _layer_candidates,
 )
 COVER_VOTERS_SETTING = Setting(
-    "cover_voters", "patches", _one_of(lambda: COVER_VOTERS),
+    "cover_voters", "decisive_patches", _one_of(lambda: COVER_VOTERS),
     "catp_cover: who votes: 'all' image tokens, 'patches' (not CLS), 'decisive' (weighted by 1 - normalised "
     "entropy of their attention over the queries) or 'decisive_patches'",
     lambda config: COVER_VOTERS,
@@ -415,7 +417,7 @@ COVER_POWER = Setting(
     lambda config: (1.0, 4.0),
 )
 COVER_REDUNDANCY = Setting(
-    "cover_redundancy", 0.0, _number_in(0.0, 10.0),
+    "cover_redundancy", 0.5, _number_in(0.0, 10.0),
     "catp_cover: penalty on a query's cosine similarity to the closest kept Q-Former output (0: none)",
     lambda config: (0.0, 0.5),
 )

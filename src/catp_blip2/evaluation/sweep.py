@@ -24,6 +24,7 @@ DEFAULT_METHODS = (
     "self_attention",
     "position",
     "random",
+    "catp_cover",
 )
 DEFAULT_KEEP = (32, 16, 8, 4, 2)
 UNPRUNED = "none"
