@@ -92,7 +92,7 @@ def test_hub_id_gives_the_format_and_its_default_split(assets, tmp_path, monkeyp
 def _fixed_answers(monkeypatch, answers_of):
     """Generation replaced by fixed answers (answers_of(question index)): the rest of the pipeline runs as it is."""
 
-    def generate_answers(model, processor, inputs, generate_kwargs, decoder_only, progress):
+    def generate_answers(model, processor, inputs, generate_kwargs, decoder_only, progress, features=None):
         return [answers_of(index) for index in inputs.indices]
 
     monkeypatch.setattr(runner, "generate_answers", generate_answers)

@@ -26,8 +26,11 @@ def test_shipped_variants_load():
     assert {16, 8, 4} <= opt
     assert any(v.base_model == "Salesforce/blip2-flan-t5-xl" for v in variants.values())
     assert any(v.base_model == EMBEDDED_BASE for v in variants.values())
+    # The calibrated variant `catp-blip2 calibrate` wrote: catp_cover at its calibrated settings.
+    cover = variants["tiny-embedded-catp-cover-k8.json"]
+    assert cover.pruning["pruning_method"] == "catp_cover" and cover.num_kept_query_tokens == 8
     for name, variant in variants.items():
-        assert variant.pruning["pruning_method"] == "catp"
+        assert variant.pruning["pruning_method"] in ("catp", "catp_cover"), name
         assert variant.repo_name and "/" not in variant.repo_name, name
         assert set(variant.pruning) >= {"vote_layers", "vote_layer_weights", "image_token_weighting", "vote_aggregation"}
 
