@@ -115,7 +115,7 @@ def test_the_default_search_is_the_registered_candidates():
     ],
 )
 def test_bad_options_are_refused_before_anything_loads(capsys, tmp_path, argv, names, monkeypatch):
-    import catp_blip2.evaluation.calibrate as command
+    import catp_blip2.evaluation.command as command
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model was loaded")

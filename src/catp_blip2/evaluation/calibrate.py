@@ -27,13 +27,11 @@ from ..scoring import PRUNING_METHODS
 from .command import (
     _check_args,
     _generation,
-    _run_record,
     add_generation_arguments,
     add_model_and_data_arguments,
+    evaluate_sweep,
     load_base_config,
-    load_model_and_processor,
     resolve_dataset_format,
-    set_cpu_threads,
 )
 from .datasets import EMBEDDED, EMBEDDED_CALIBRATION, check_sample
 from .inputs import check_prompt
@@ -168,11 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from ..hub.variants import variant_from_dict
-    from .datasets import load_vqa_dataset
-    from .runner import run_sweep
 
     # Every option, then the small config file, then the grid, before any data or weights.
     _check_args(args)
@@ -190,25 +184,13 @@ def _run(args: argparse.Namespace) -> int:
     configurations = build_sweep(items, keep, base_config)
     print(f"[calibrate] {len(items)} candidate(s) x {len(keep)} k on {args.dataset}", file=sys.stderr)
 
-    state = PartialState()
-    dataset = load_vqa_dataset(
-        args.dataset, split=args.split, fraction=args.fraction, seed=args.seed, limit=args.limit,
-        dataset_format=dataset_format.name,
-    )
-    model, processor = load_model_and_processor(args, args.device or state.device)
-    set_cpu_threads(model, args.num_threads)
-    header, settings = _run_record(args, dataset, generation, dataset_format)
-    out = Path(args.out)
-    outcome = run_sweep(
-        model, processor, dataset, configurations, out, header, settings, prompt=args.prompt,
-        question_format=args.question_format, batch_size=args.batch_size, generation=generation, state=state,
-        dataset_format=dataset_format,
-    )
+    outcome, state, out = evaluate_sweep(args, configurations, dataset_format, generation)
     if not state.is_main_process:
         return 0
     rows = rank_candidates(outcome.results, items, keep)
     table = calibration_table(rows, keep)
     unpruned = next(e["accuracy"] for e in outcome.results["results"] if e["method"] == "none")
+    questions = outcome.results["num_questions"]
     variant = winner_variant(rows[0], args.method, args.model, keep[0], base_config)
     variant_from_dict(variant)  # the file must load as any variant does
     variant_path = args.variant_out or out / f"{args.method}-calibrated-k{keep[0]}.json"
@@ -220,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
                     "variant": str(variant_path)}, indent=2) + "\n"
     )
     (out / "calibration.md").write_text(
-        f"Calibration of `{args.method}` on `{args.dataset}` ({len(dataset)} questions; unpruned {unpruned:.2f}); "
+        f"Calibration of `{args.method}` on `{args.dataset}` ({questions} questions; unpruned {unpruned:.2f}); "
         f"mean accuracy over k = {keep}.\n\n{table}\n"
     )
     print(table)

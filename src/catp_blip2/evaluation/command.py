@@ -291,20 +291,16 @@ def _report(outcome: Any, out: Path, configurations: list) -> None:
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def evaluate_sweep(
+    args: argparse.Namespace, configurations: list, dataset_format: Any, generation: GenerationSettings,
+    share_features: bool = True,
+) -> tuple[Any, Any, Path]:
+    """Load the data and the model the (checked) options name and run the sweep into `--out`: (outcome, the
+    accelerate state, the output folder). Shared by `eval` and `calibrate`."""
     from accelerate import PartialState
 
     from .datasets import load_vqa_dataset
     from .runner import run_sweep
-
-    # Every option first, then the small config file, then the sweep: a typo costs no download.
-    _check_args(args)
-    dataset_format = resolve_dataset_format(args)
-    check_prompt(args.prompt)
-    generation = _generation(args)
-    check_sample(args.fraction, args.seed, args.limit)
-    methods = list(args.methods) + [variant_method_item(path) for path in args.variants]
-    configurations = build_sweep(methods, list(args.keep), load_base_config(args))
 
     state = PartialState()
     dataset = load_vqa_dataset(
@@ -316,20 +312,26 @@ def _run(args: argparse.Namespace) -> int:
     header, settings = _run_record(args, dataset, generation, dataset_format)
     out = Path(args.out)
     outcome = run_sweep(
-        model,
-        processor,
-        dataset,
-        configurations,
-        out,
-        header,
-        settings,
-        prompt=args.prompt,
-        question_format=args.question_format,
-        batch_size=args.batch_size,
-        generation=generation,
-        state=state,
-        dataset_format=dataset_format,
-        share_features=not args.recompute_features,
+        model, processor, dataset, configurations, out, header, settings, prompt=args.prompt,
+        question_format=args.question_format, batch_size=args.batch_size, generation=generation, state=state,
+        dataset_format=dataset_format, share_features=share_features,
+    )
+    return outcome, state, out
+
+
+def _run(args: argparse.Namespace) -> int:
+
+    # Every option first, then the small config file, then the sweep: a typo costs no download.
+    _check_args(args)
+    dataset_format = resolve_dataset_format(args)
+    check_prompt(args.prompt)
+    generation = _generation(args)
+    check_sample(args.fraction, args.seed, args.limit)
+    methods = list(args.methods) + [variant_method_item(path) for path in args.variants]
+    configurations = build_sweep(methods, list(args.keep), load_base_config(args))
+
+    outcome, state, out = evaluate_sweep(
+        args, configurations, dataset_format, generation, share_features=not args.recompute_features
     )
     if state.is_main_process:
         _report(outcome, out, configurations)
@@ -337,4 +339,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "load_base_config", "load_model_and_processor", "resolve_dataset_format", "run"]
+__all__ = ["add_arguments", "evaluate_sweep", "load_base_config", "load_model_and_processor", "resolve_dataset_format", "run"]
