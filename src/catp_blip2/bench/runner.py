@@ -24,6 +24,7 @@ from transformers import Blip2ForConditionalGeneration
 from ..configuration_catp import CatpConfig
 from ..modeling_catp import CatpBlip2ForConditionalGeneration
 from .describe import architecture, device_name, load_average
+from .inputs import make_inputs
 from .models import count_parameters, load_bench_model, stock_twin
 from .roofline import language_model_shape, measure_machine, prefill_roofline
 from .timing import STAGES, PeakMemory, RunTimes, StageClock, stage_times, summarise
@@ -64,36 +65,6 @@ class SweepSettings:
     questions: int
     images: int
     batch_size: int
-
-
-def make_inputs(
-    model: CatpBlip2ForConditionalGeneration, batch_size: int, prompt_tokens: int, seed: int
-) -> dict[str, torch.Tensor]:
-    """Random images and a prompt as `Blip2Processor` lays it out: Q `<image>` placeholders, BOS, T-1 text tokens.
-
-    Returns pixel_values (B, 3, S, S) in the vision dtype, input_ids and attention_mask (B, Q + T), and for
-    InstructBLIP qformer_input_ids / qformer_attention_mask (B, T).
-    """
-    config = model.config
-    generator = torch.Generator().manual_seed(seed)
-    size = config.vision_config.image_size
-    vision_dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
-    pixel_values = torch.randn(batch_size, 3, size, size, generator=generator).to(vision_dtype)
-    text = config.text_config
-    special = {config.image_token_id, text.bos_token_id, text.eos_token_id, text.pad_token_id}
-    vocabulary = torch.tensor([i for i in range(min(text.vocab_size, 60_000)) if i not in special])
-    words = vocabulary[torch.randint(len(vocabulary), (batch_size, prompt_tokens - 1), generator=generator)]
-    placeholders = torch.full((batch_size, config.num_query_tokens), config.image_token_id)
-    bos = torch.full((batch_size, 1), text.bos_token_id)
-    input_ids = torch.cat([placeholders, bos, words], dim=1)
-    inputs = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if "qformer_input_ids" in model.family.extra_inputs:  # InstructBLIP's Q-Former reads the prompt too
-        qformer_vocabulary = config.qformer_config.vocab_size
-        inputs["qformer_input_ids"] = torch.randint(
-            1, qformer_vocabulary, (batch_size, prompt_tokens), generator=generator
-        )
-        inputs["qformer_attention_mask"] = torch.ones_like(inputs["qformer_input_ids"])
-    return {name: tensor.to(model.device) for name, tensor in inputs.items()}
 
 
 @dataclass(frozen=True)
@@ -430,7 +401,6 @@ __all__ = [
     "check_fits_model",
     "configurations",
     "evaluate_targets",
-    "make_inputs",
     "run_benchmark",
     "time_batch_size",
     "time_generate",

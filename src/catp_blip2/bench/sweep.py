@@ -21,6 +21,7 @@ import torch
 
 from ..evaluation.sweep import apply_configuration, build_sweep
 from ..modeling_features import QFormerEncodingCache
+from .inputs import make_inputs
 
 # The paper's six: CATP, CATP with ViT-weighted image tokens, and the four baselines.
 PAPER_METHODS = ("catp", "catp:image_token_weighting=vit_attention", "l2", "self_attention", "position", "random")
@@ -32,8 +33,6 @@ def log(message: str) -> None:
 
 def sweep_batches(model: Any, questions: int, images: int, batch_size: int, prompt_tokens: int, seed: int) -> list[dict]:
     """The questions as processor-shaped batches; question i is about image i * images // questions."""
-    from .runner import make_inputs
-
     inputs = make_inputs(model, questions, prompt_tokens, seed)
     pictures = make_inputs(model, images, prompt_tokens, seed + 1)["pixel_values"]
     inputs["pixel_values"] = pictures[torch.arange(questions) * images // questions]
