@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from catp_blip2 import explain as explain_module
+from catp_blip2.explain import command as explain_module
 from catp_blip2.checkpoints import load_catp_model, resolve_checkpoint
 from catp_blip2.cli import build_parser, main
 from catp_blip2.explain import DEFAULT_VQA_PROMPT, explain, vote_shares

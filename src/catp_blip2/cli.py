@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("catp_blip2.bench.command", "time and measure memory of CATP vs stock BLIP-2 on the same weights (bench.json/md/png)"),
     "eval": ("catp_blip2.evaluation.command", "VQA accuracy of a BLIP-2 checkpoint, unpruned and for every pruning method x k (resumable)"),
     "calibrate": ("catp_blip2.evaluation.calibrate", "search a pruning method's settings on a calibration split; write the winner as a variant"),
-    "explain": ("catp_blip2.explain", "picture of the query tokens one image and question keep: attention maps, votes, answer"),
+    "explain": ("catp_blip2.explain.command", "picture of the query tokens one image and question keep: attention maps, votes, answer"),
 }
 
 
