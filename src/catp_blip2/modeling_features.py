@@ -127,13 +127,27 @@ class QFormerEncodingCache:
     used_bytes: int = 0
     hits: int = 0  # rows answered from the cache or by another row of the same batch
     misses: int = 0  # rows encoded
+    # batch id -> its rows' keys: a batch that comes again (the next configuration) is not hashed again.
+    batch_keys: dict[Any, list[str]] = field(default_factory=dict)
 
-    def encode(self, model: Any, inputs: Mapping[str, Any]) -> QFormerEncoding:
+    def __post_init__(self) -> None:
+        if self.score_settings is not None:  # one scoring per distinct set (configurations differ also by k)
+            unique = {json.dumps(dict(s), sort_keys=True, default=str): dict(s) for s in self.score_settings}
+            self.score_settings = list(unique.values())
+
+    def encode(self, model: Any, inputs: Mapping[str, Any], batch_id: Any = None) -> QFormerEncoding:
         """The encoding of every row of `inputs` (pixel_values and the family's extra Q-Former inputs, as a processor
-        gives them), from the cache where possible; the rows not there are encoded in one pass of the model."""
+        gives them), from the cache where possible; the rows not there are encoded in one pass of the model.
+
+        batch_id: names a batch whose rows are the same every time it is given (a sweep's batch index), so their
+        keys (a hash of the rows' bytes, read on the host) are computed once."""
         pixel_values = inputs["pixel_values"]
         extra = {name: inputs[name] for name in model.family.extra_inputs if inputs.get(name) is not None}
-        keys = [_row_key([pixel_values, *extra.values()], row) for row in range(pixel_values.shape[0])]
+        keys = self.batch_keys.get(batch_id) if batch_id is not None else None
+        if keys is None:
+            keys = [_row_key([pixel_values, *extra.values()], row) for row in range(pixel_values.shape[0])]
+            if batch_id is not None:
+                self.batch_keys[batch_id] = keys
         wanted = self._wanted_keys(model)
         missing = list(dict.fromkeys(k for k in keys if not self._holds(k, wanted)))
         self.misses += len(missing)  # passes run
@@ -150,6 +164,12 @@ class QFormerEncodingCache:
                 fresh[key] = encoded.take([position])
                 self._store(key, fresh[key])
         return QFormerEncoding.cat([fresh.get(k) or self.entries[k] for k in keys])
+
+    def generate(self, model: Any, inputs: Mapping[str, Any], batch_id: Any = None, **generate_kwargs: Any) -> Any:
+        """`model.generate` on `inputs` (processor output) with the vision + Q-Former pass taken from the cache."""
+        image_inputs = ("pixel_values", *model.family.extra_inputs)
+        text = {name: value for name, value in inputs.items() if name not in image_inputs}
+        return model.generate(**text, qformer_encoding=self.encode(model, inputs, batch_id), **generate_kwargs)
 
     def _wanted_keys(self, model: Any) -> list[str]:
         return [scoring_key(config) for config in model.scoring_configs(self.score_settings)]

@@ -173,10 +173,7 @@ class CatpVisualQuestionAnsweringPipeline(Pipeline):
         input_ids = model_inputs["input_ids"]
         encodings = getattr(self, "_encodings", None)
         if encodings is not None and hasattr(self.model, "encode_qformer"):  # a CATP model, not stock BLIP-2
-            image_inputs = ("pixel_values", *self.model.family.extra_inputs)
-            text = {name: value for name, value in model_inputs.items() if name not in image_inputs}
-            encoding = encodings.encode(self.model, model_inputs)
-            sequences = self.model.generate(**text, qformer_encoding=encoding, **generate_kwargs)
+            sequences = encodings.generate(self.model, model_inputs, **generate_kwargs)
         else:
             sequences = self.model.generate(**model_inputs, **generate_kwargs)
         if self._decoder_only:

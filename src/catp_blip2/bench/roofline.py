@@ -73,6 +73,14 @@ def measure_machine(dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
     }
 
 
+def _weight_bytes_read(lm: nn.Module, head: nn.Module | None) -> int:
+    """Bytes a prefill reads: every parameter once, but of the input embedding table only the prompt's rows (left
+    out) unless the output layer is tied to it, which reads it whole."""
+    table = lm.get_input_embeddings().weight
+    tied = head is not None and head.weight is table
+    return sum(p.numel() * p.element_size() for p in lm.parameters() if p is not table or tied)
+
+
 def language_model_shape(model: Any) -> dict[str, Any]:
     """What a prefill of the model's language model costs, independent of the input: weights by kind, bytes."""
     lm = model.language_model
@@ -85,10 +93,7 @@ def language_model_shape(model: Any) -> dict[str, Any]:
         "linear_weights": sum(m.weight.numel() for n, m in linear.items() if n not in decoder),
         "decoder_linear_weights": sum(linear[n].weight.numel() for n in decoder),
         "head_weights": head.weight.numel() if head is not None else 0,
-        # Every parameter but the input embedding table (only the prompt's rows are read) is read once.
-        "weight_bytes": sum(
-            p.numel() * p.element_size() for name, p in lm.named_parameters() if "embed_tokens" not in name
-        ) + (head.weight.numel() * head.weight.element_size() if head is not None else 0),
+        "weight_bytes": _weight_bytes_read(lm, head),
         "layers": getattr(text, "num_hidden_layers", None) or getattr(text, "num_layers", 0),
         "hidden": getattr(text, "hidden_size", None) or getattr(text, "d_model", 0),
     }

@@ -11,7 +11,6 @@ be identical.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -41,21 +40,18 @@ def sweep_batches(model: Any, questions: int, images: int, batch_size: int, prom
 
 def _run(model: Any, configs: list, batches: list[dict], generate_kwargs: dict, shared: bool) -> tuple[float, dict]:
     """One whole sweep; (seconds, configuration key -> generated sequences of every batch)."""
-    image_inputs = ("pixel_values", *model.family.extra_inputs)
-    unique = {json.dumps(c.pruning_settings, sort_keys=True): c.pruning_settings for c in configs}
-    cache = QFormerEncodingCache(list(unique.values())) if shared else None
+    cache = QFormerEncodingCache([c.pruning_settings for c in configs]) if shared else None
     outputs: dict[str, list[torch.Tensor]] = {}
     start = time.perf_counter()
     with torch.inference_mode():
         for config in configs:
             apply_configuration(model, config)
             outputs[config.key] = []
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 if cache is None:
                     sequences = model.generate(**batch, **generate_kwargs)
                 else:
-                    text = {name: value for name, value in batch.items() if name not in image_inputs}
-                    sequences = model.generate(**text, qformer_encoding=cache.encode(model, batch), **generate_kwargs)
+                    sequences = cache.generate(model, batch, batch_id=index, **generate_kwargs)
                 outputs[config.key].append(sequences.cpu())
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)

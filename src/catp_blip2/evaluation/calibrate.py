@@ -35,7 +35,7 @@ from .command import (
 )
 from .datasets import EMBEDDED, EMBEDDED_CALIBRATION, check_sample
 from .inputs import check_prompt
-from .sweep import build_sweep, parse_method_item, setting_text as _text
+from .sweep import _setting_value, build_sweep, parse_method_item, setting_text as _text
 
 DEFAULT_METHOD = "catp_cover"
 DEFAULT_KEEP = (16, 8, 4, 2)
@@ -64,16 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_generation_arguments(parser)
 
 
-def _values(text: str) -> list[Any]:
-    values = []
-    for part in text.split("|"):
-        try:
-            values.append(json.loads(part))
-        except json.JSONDecodeError:
-            values.append(part.strip())
-    return values
-
-
 def search_space(method: str, search: list[str] | None, base_config: Any) -> dict[str, list[Any]]:
     """setting -> the values to try: from `--search` items, else the method's registered `candidates`."""
     if method not in PRUNING_METHODS or method == "none":
@@ -92,7 +82,7 @@ def search_space(method: str, search: list[str] | None, base_config: Any) -> dic
             raise ValueError(f"`--search` {item!r}: {name!r} is not a setting of {method!r}; its settings: {list(settings)}.")
         if name in space:
             raise ValueError(f"`--search` names {name!r} twice.")
-        space[name] = _values(values)
+        space[name] = [_setting_value(part.strip()) for part in values.split("|")]
     return space
 
 

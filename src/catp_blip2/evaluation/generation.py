@@ -78,16 +78,13 @@ def generate_answers(
     # The vision encoder's dtype, not model.dtype: the Q-Former and query tokens stay float32 in half-precision loads.
     pixel_dtype = next(model.vision_model.parameters()).dtype
     batches = tqdm(inputs, total=len(inputs), desc="batches", unit="batch", leave=False, disable=not progress, file=sys.stderr)
-    for batch in batches:
+    for index, batch in enumerate(batches):  # the same rows under every index, every configuration
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
         with torch.inference_mode():
             if features is not None:
-                image_inputs = ("pixel_values", *model.family.extra_inputs)
-                encoding = features.encode(model, batch)
-                text = {name: tensor for name, tensor in batch.items() if name not in image_inputs}
-                out = model.generate(**text, qformer_encoding=encoding, **generate_kwargs)
+                out = features.generate(model, batch, batch_id=index, **generate_kwargs)
             else:
                 out = model.generate(**batch, **generate_kwargs)
         # Decoder-only: the sequences start with our own prompt (the core's contract), whatever k is.

@@ -19,7 +19,6 @@ its N-th configuration is written, to simulate a killed run.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -130,8 +129,7 @@ def run_sweep(
     records = question_records(dataset, dataset_format) if state.is_main_process else None
     features = None
     if share_features:
-        unique = {json.dumps(c.pruning_settings, sort_keys=True): c.pruning_settings for c in pending}
-        features = QFormerEncodingCache(list(unique.values()), max_bytes=FEATURE_CACHE_LIMIT_BYTES)
+        features = QFormerEncodingCache([c.pruning_settings for c in pending], max_bytes=FEATURE_CACHE_LIMIT_BYTES)
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
     progress = tqdm(pending, desc="configurations", unit="config", disable=not state.is_main_process, file=sys.stderr)
     for done, configuration in enumerate(progress, start=1):
