@@ -23,17 +23,11 @@ import torch
 from .scoring import CORE_SETTINGS, method_settings
 
 
-def scoring_key(settings: Any) -> str:
-    """What a query-token score depends on: every pruning setting but k, from a config or a mapping of settings.
-
-    Missing settings of a mapping read as their registered defaults (a method registered at run time included)."""
+def scoring_key(config: Any) -> str:
+    """What a query-token score depends on: every pruning setting of `config` but k (a checked config, so values
+    are normalised and settings of methods registered later are there)."""
     names = [name for name in (*CORE_SETTINGS, *method_settings()) if name != "num_kept_query_tokens"]
-    defaults = {name: s.default for name, s in method_settings().items()}
-    if isinstance(settings, Mapping):
-        values = {name: settings.get(name, defaults.get(name)) for name in names}
-    else:
-        values = {name: getattr(settings, name, defaults.get(name)) for name in names}
-    return json.dumps(values, sort_keys=True, default=str)
+    return json.dumps({name: getattr(config, name) for name in names}, sort_keys=True, default=str)
 
 
 @dataclass
@@ -42,7 +36,7 @@ class QFormerEncoding:
 
     query_output (`torch.FloatTensor` of shape `(batch_size * frames, num_query_tokens, qformer_hidden_size)`):
         The Q-Former's query outputs (float32, as the Q-Former runs), frames = 1 for images.
-    scores (`dict[str, torch.FloatTensor]`): `scoring_key(settings)` -> scores of shape
+    scores (`dict[str, torch.FloatTensor]`): `scoring_key(config)` -> scores of shape
         `(batch_size * frames, num_query_tokens)`, one entry per set of pruning settings the pass was asked for.
     frames (`int`): frames per sample (InstructBLIP-Video: num_frames).
     projection_dtype (`torch.dtype`): the vision encoder's output dtype, which the language projection takes.
