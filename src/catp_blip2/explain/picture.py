@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .explanation import Explanation
 
 # The frame round kept queries: red reads well on every colour of the viridis heatmaps.
 KEPT_COLOR = "#e6194b"
 
 
-def draw_explanation(explanation: "Explanation", image: Any, out: str | Path) -> Path:
-    """Write the PNG: the image with its patch grid, then one heatmap per query (one colour scale for all, so
-    panels compare), titled with its vote share, the kept ones framed. Returns the path written."""
+def draw_explanation(explanation: Any, image: Any, out: str | Path) -> Path:
+    """Write the PNG of an `explanation.Explanation` (typed loosely: that module imports this one): the image with
+    its patch grid, then one heatmap per query (one colour scale for all, so panels compare), titled with its vote
+    share, the kept ones framed. Returns the path written."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI backend picked up from the environment
