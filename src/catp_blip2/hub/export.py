@@ -29,6 +29,9 @@ from .variants import Variant, load_variant
 CODE_FILES = (
     "configuration_catp.py",
     "scoring.py",
+    "scoring_baselines.py",
+    "scoring_catp.py",
+    "scoring_catp_cover.py",
     "modeling_qformer.py",
     "modeling_pruning.py",
     "modeling_prompt.py",
