@@ -59,6 +59,9 @@ class CatpInstructBlipVideoConfig(PruningConfigMixin, InstructBlipVideoConfig):
         k = self.num_kept_query_tokens
         if self.frame_selection == "per_frame" and k is not None and k % frames:
             raise _bad("num_kept_query_tokens", k, f"a multiple of num_frames={frames} with frame_selection='per_frame'")
+        if self.frame_selection == "per_frame" and self.keep_score_mass is not None:
+            # A per-sample budget spans the whole video; per_frame keeps the same number in every frame.
+            raise _bad("keep_score_mass", self.keep_score_mass, "None with frame_selection='per_frame'")
 
 
 # save_pretrained writes this module (and what it imports relatively) beside config.json.

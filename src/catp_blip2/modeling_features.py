@@ -20,13 +20,15 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .scoring import CORE_SETTINGS, method_settings
+from .scoring import CORE_SETTINGS, SELECTION_SETTING_NAMES, method_settings
 
 
 def scoring_key(config: Any) -> str:
-    """What a query-token score depends on: every pruning setting of `config` but k (a checked config, so values
-    are normalised and settings of methods registered later are there)."""
-    names = [name for name in (*CORE_SETTINGS, *method_settings()) if name != "num_kept_query_tokens"]
+    """What a query-token score depends on: every pruning setting of `config` but k and the selection settings,
+    which act after scoring (a checked config, so values are normalised and settings of methods registered later
+    are there)."""
+    skip = {"num_kept_query_tokens", *SELECTION_SETTING_NAMES}
+    names = [name for name in (*CORE_SETTINGS, *method_settings()) if name not in skip]
     return json.dumps({name: getattr(config, name) for name in names}, sort_keys=True, default=str)
 
 

@@ -22,12 +22,17 @@ def drop_pruned_placeholders(
     num_queries: int,
     tensors: dict[str, torch.Tensor | None],
     placeholder: str = "image_token_id",
+    counts: torch.Tensor | None = None,
+    pad_values: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor | None]:
     """Remove, row by row, the placeholders whose query token was pruned.
 
-    placeholder_mask (B, L) bool; kept (B, k); each tensor (B, L, ...). Rows may carry all `num_queries`
-    placeholders (as the processor makes them; the j-th stands for query token j) or exactly k (already compact).
-    Returns the tensors as (B, L - (num_queries - k), ...) or unchanged. `placeholder` names the token in errors.
+    placeholder_mask (B, L) bool; kept (B, k), ascending, -1 in empty slots where rows keep `counts` (B,) < k
+    tokens; each tensor (B, L, ...). Rows may carry all `num_queries` placeholders (as the processor makes them; the
+    j-th stands for query token j) or exactly their own count (already compact). Returns the tensors as
+    (B, L - (num_queries - k), ...), or unchanged. A row that kept fewer than k is left-padded to that length (as
+    a decoder-only model's batch must be) with `pad_values[name]` (default 0: masked out, zero embeddings, no
+    placeholder). `placeholder` names the token in errors.
     """
     k = kept.shape[1]
     if placeholder_mask.shape[0] != kept.shape[0]:
@@ -35,27 +40,47 @@ def drop_pruned_placeholders(
             f"The text inputs have {placeholder_mask.shape[0]} rows but `pixel_values` has {kept.shape[0]} images;"
             " give one image per row."
         )
-    counts = placeholder_mask.sum(dim=1)
-    # The only host sync of this step: which of the two allowed layouts the rows have.
-    compact, full = torch.stack([(counts == k).all(), (counts == num_queries).all()]).tolist()
+    if counts is None:
+        counts = torch.full((kept.shape[0],), k, dtype=torch.long, device=kept.device)
+    counts = counts.to(placeholder_mask.device)
+    found = placeholder_mask.sum(dim=1)
+    # The only host sync of this step: which of the two allowed layouts the rows have, and whether any row is short.
+    compact, full, even = torch.stack([(found == counts).all(), (found == num_queries).all(), (counts == k).all()]).tolist()
     if compact:
         return tensors
     if not full:
+        wanted = f"exactly num_kept_query_tokens={k}" if even else f"exactly their kept count ({counts.tolist()})"
         raise ValueError(
             f"Each row of `input_ids` must carry {num_queries} placeholder tokens ({placeholder}, as the model's "
-            f"processor with num_query_tokens set makes them) or exactly num_kept_query_tokens={k}; got "
-            f"{counts.tolist()} per row."
+            f"processor with num_query_tokens set makes them) or {wanted}; got {found.tolist()} per row."
         )
-    kept_flags = torch.zeros(kept.shape[0], num_queries, dtype=torch.bool, device=kept.device)
-    kept_flags.scatter_(1, kept, True)
-    kept_flags = kept_flags.to(placeholder_mask.device)
+    # Empty slots scatter into a spare column that is dropped.
+    kept_flags = torch.zeros(kept.shape[0], num_queries + 1, dtype=torch.bool, device=kept.device)
+    kept_flags.scatter_(1, kept.masked_fill(kept < 0, num_queries), True)
+    kept_flags = kept_flags[:, :num_queries].to(placeholder_mask.device)
     ordinal = (placeholder_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     keep = ~placeholder_mask | kept_flags.gather(1, ordinal)
     new_length = placeholder_mask.shape[1] - (num_queries - k)
-    # Every row keeps exactly new_length positions; a stable sort lists them in order. Gathering them avoids
+    # Every row keeps at most new_length positions; a stable sort lists them first, in order. Gathering them avoids
     # boolean indexing, which waits for the device to learn its output size (once per tensor).
     positions = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :new_length]
-    return {name: None if t is None else gather_positions(t, positions) for name, t in tensors.items()}
+    if even:
+        return {name: None if t is None else gather_positions(t, positions) for name, t in tensors.items()}
+    # A short row's kept positions move right by what it lacks; the slots before them are padding.
+    shift = (k - counts)[:, None]
+    slots = torch.arange(new_length, device=positions.device)[None]
+    positions = positions.gather(1, (slots - shift) % new_length)
+    padding = slots < shift
+    compacted: dict[str, torch.Tensor | None] = {}
+    for name, tensor in tensors.items():
+        if tensor is None:
+            compacted[name] = None
+            continue
+        gathered = gather_positions(tensor, positions)
+        where = padding.view(*padding.shape, *([1] * (tensor.dim() - 2))).to(gathered.device)
+        value = (pad_values or {}).get(name, 0)
+        compacted[name] = gathered.masked_fill(where, value)
+    return compacted
 
 
 def lengths_for_compact_prompt(

@@ -19,7 +19,7 @@ import copy
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -32,21 +32,37 @@ from transformers.utils import can_return_tuple
 from .modeling_features import QFormerEncoding, scoring_key
 from .modeling_prompt import drop_pruned_placeholders, lengths_for_compact_prompt, with_caller_prefix
 from .modeling_qformer import AttentionRecorder, QFormerFamily
-from .scoring import PRUNING_METHODS, gather_tokens, select_top_k, vit_attention_image_weights
+from .scoring import PRUNING_METHODS, vit_attention_image_weights
+from .selection import (
+    PAD,
+    counts_for_score_mass,
+    gather_tokens,
+    merge_pruned_tokens,
+    select_by_counts,
+    select_top_k,
+)
 
 
 @dataclass
 class CatpImageFeaturesOutput(BaseModelOutputWithVisionQformerOutputs):
     r"""
     pooler_output (`torch.FloatTensor` of shape `(batch_size, k, text_hidden_size)`):
-        The projected kept query tokens, ready for the language model.
+        The projected kept query tokens, ready for the language model. With `keep_score_mass`, k is the largest
+        per-row count and rows are zero-padded on the right.
     kept_query_indices (`torch.LongTensor` of shape `(batch_size, k)`):
-        Which query tokens were kept, ascending.
+        Which query tokens were kept, ascending; -1 (`selection.PAD`) in the empty slots of padded rows.
+    kept_query_counts (`torch.LongTensor` of shape `(batch_size,)`):
+        How many query tokens each row kept.
+    kept_query_sizes (`torch.FloatTensor` of shape `(batch_size, k)`, *optional*):
+        With `pruned_queries="merge"`: how many query tokens each kept token holds (itself and those merged into
+        it; each row sums to num_query_tokens). `None` when the pruned queries are dropped.
     query_token_scores (`torch.FloatTensor` of shape `(batch_size, num_query_tokens)`):
-        The score of every query token under the configured method (higher is kept first).
+        The score of every query token under the configured method (higher is kept first), prior included.
     """
 
     kept_query_indices: torch.LongTensor | None = None
+    kept_query_counts: torch.LongTensor | None = None
+    kept_query_sizes: torch.FloatTensor | None = None
     query_token_scores: torch.FloatTensor | None = None
 
 
@@ -54,12 +70,27 @@ class CatpImageFeaturesOutput(BaseModelOutputWithVisionQformerOutputs):
 class CatpForConditionalGenerationModelOutput(Blip2ForConditionalGenerationModelOutput):
     r"""
     Stock BLIP-2 outputs; `logits` cover the language-model inputs after pruned placeholders were removed.
-    kept_query_indices (`torch.LongTensor` of shape `(batch_size, k)`): which query tokens were kept.
+    kept_query_indices (`torch.LongTensor` of shape `(batch_size, k)`): which query tokens were kept (-1 pads).
+    kept_query_counts (`torch.LongTensor` of shape `(batch_size,)`): how many each row kept.
+    kept_query_sizes (`torch.FloatTensor` of shape `(batch_size, k)`, *optional*): tokens each kept one holds (merge).
     query_token_scores (`torch.FloatTensor` of shape `(batch_size, num_query_tokens)`): every query token's score.
     """
 
     kept_query_indices: torch.LongTensor | None = None
+    kept_query_counts: torch.LongTensor | None = None
+    kept_query_sizes: torch.FloatTensor | None = None
     query_token_scores: torch.FloatTensor | None = None
+
+
+class KeptQueries(NamedTuple):
+    """What `_keep_best` selected: indices (B, k) padded with `PAD`, counts (B,), tokens (B, k, D) (merged or
+    gathered, zeros in empty slots), sizes (B, k) or None (drop), and the scores (B, T) selection used."""
+
+    indices: torch.Tensor
+    counts: torch.Tensor
+    tokens: torch.Tensor
+    sizes: torch.Tensor | None
+    scores: torch.Tensor
 
 
 def _relative(weights: list[float]) -> list[float]:
@@ -231,54 +262,103 @@ class CatpQFormerMixin:
         else:
             self._family_inputs(kwargs)  # the pass already read them
             self.config.check_pruning_settings()
-        kept, query_output, scores = self._keep_best(encoding.scores_for(self.config), encoding.query_output, encoding.frames)
+        kept = self._keep_best(encoding.scores_for(self.config), encoding.query_output, encoding.frames)
 
         # The Q-Former is kept in fp32; the projection and the language model may not be.
+        query_output = kept.tokens
         if query_output.dtype != encoding.projection_dtype:
             query_output = query_output.to(encoding.projection_dtype)
+        features = self.language_projection(query_output)
+        if kept.sizes is not None or self.config.keep_score_mass is not None:
+            features = features * (kept.indices != PAD).unsqueeze(-1).to(features.dtype)  # empty slots stay zero
         vision_outputs = encoding.vision_outputs
         return CatpImageFeaturesOutput(
             last_hidden_state=encoding.image_embeds,
-            pooler_output=self.language_projection(query_output),
+            pooler_output=features,
             hidden_states=getattr(vision_outputs, "hidden_states", None),
             attentions=getattr(vision_outputs, "attentions", None),
             vision_outputs=vision_outputs,
             qformer_outputs=encoding.qformer_outputs,
-            kept_query_indices=kept,
-            query_token_scores=scores,
+            kept_query_indices=kept.indices,
+            kept_query_counts=kept.counts,
+            kept_query_sizes=kept.sizes,
+            query_token_scores=kept.scores,
         )
 
-    def _keep_best(
-        self, scores: torch.Tensor, query_output: torch.Tensor, frames: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """scores (B * F, Q), query_output (B * F, Q, D) -> kept (B, k), kept tokens (B, k, D), scores (B, F * Q).
+    def _keep_best(self, scores: torch.Tensor, query_output: torch.Tensor, frames: int) -> KeptQueries:
+        """scores (B * F, Q), query_output (B * F, Q, D) -> the kept queries of each sample (see `KeptQueries`).
 
-        Every frame has the same number of voters, so the points of different frames compare directly: the k best
-        of the whole video are kept ("global"), or k / F of each frame (`frame_selection="per_frame"`).
+        The prior (`query_score_prior`, one value per query, the same in every frame) is added first. Then a fixed
+        k, or per sample the fewest queries holding `keep_score_mass` of the scores. Every frame has the same number
+        of voters, so the points of different frames compare directly: the best of the whole video are kept
+        ("global"), or k / F of each frame (`frame_selection="per_frame"`). Last, with `pruned_queries="merge"`, the
+        pruned query outputs are folded into the kept ones.
         """
+        config = self.config
         batch, num_queries = scores.shape[0] // frames, scores.shape[1]
         total = frames * num_queries
         scores = scores.reshape(batch, total)
+        if config.query_score_prior is not None:
+            prior = torch.tensor(config.query_score_prior, dtype=scores.dtype, device=scores.device)
+            scores = scores + prior.repeat(frames)
         tokens = query_output.reshape(batch, total, query_output.shape[-1])
-        k = self.config.kept_query_tokens
-        if k == total:
-            return torch.arange(total, device=tokens.device).expand(batch, total), tokens, scores
-        if frames > 1 and getattr(self.config, "frame_selection", "global") == "per_frame":
-            per_frame = select_top_k(scores.reshape(batch * frames, num_queries), k // frames)
-            offsets = torch.arange(frames, device=per_frame.device).repeat(batch)[:, None] * num_queries
-            kept = (per_frame + offsets).reshape(batch, k)
+        if config.keep_score_mass is not None and config.pruning_method != "none":
+            counts = counts_for_score_mass(
+                scores, config.keep_score_mass, config.min_kept_query_tokens, config.max_kept_query_tokens or total
+            )
+            kept = select_by_counts(scores, counts)
         else:
-            kept = select_top_k(scores, k)
-        return kept, gather_tokens(tokens, kept), scores
+            k = config.kept_query_tokens
+            counts = torch.full((batch,), k, dtype=torch.long, device=tokens.device)
+            if k == total:  # nothing pruned, nothing to merge: the stock model's tokens
+                return KeptQueries(torch.arange(total, device=tokens.device).expand(batch, total), counts, tokens, None, scores)
+            if frames > 1 and getattr(config, "frame_selection", "global") == "per_frame":
+                per_frame = select_top_k(scores.reshape(batch * frames, num_queries), k // frames)
+                offsets = torch.arange(frames, device=per_frame.device).repeat(batch)[:, None] * num_queries
+                kept = (per_frame + offsets).reshape(batch, k)
+            else:
+                kept = select_top_k(scores, k)
+        if config.pruned_queries == "merge":
+            merged, sizes = merge_pruned_tokens(tokens, kept)
+            return KeptQueries(kept, counts, merged, sizes, scores)
+        return KeptQueries(kept, counts, gather_tokens(tokens, kept), None, scores)
 
     # ---- seam 2: placeholders of pruned tokens leave the language-model inputs ----------------------------
 
     def _compact(
-        self, placeholder_mask: torch.Tensor, kept: torch.Tensor, tensors: dict[str, torch.Tensor | None]
+        self,
+        placeholder_mask: torch.Tensor,
+        kept: torch.Tensor,
+        counts: torch.Tensor | None,
+        tensors: dict[str, torch.Tensor | None],
     ) -> dict[str, torch.Tensor | None]:
-        """`drop_pruned_placeholders` for this model's placeholder token and query-token count."""
-        placeholder = f"{self.family.placeholder}={getattr(self.config, self.family.placeholder)}"
-        return drop_pruned_placeholders(placeholder_mask, kept, self.config.total_query_tokens, tensors, placeholder)
+        """`drop_pruned_placeholders` for this model's placeholder token, query-token count and padding values."""
+        placeholder_id = getattr(self.config, self.family.placeholder)
+        pad_id = self.config.text_config.pad_token_id
+        if pad_id is None or pad_id == placeholder_id:
+            pad_id = 0 if placeholder_id != 0 else 1
+        return drop_pruned_placeholders(
+            placeholder_mask,
+            kept,
+            self.config.total_query_tokens,
+            tensors,
+            f"{self.family.placeholder}={placeholder_id}",
+            counts=counts,
+            pad_values={"input_ids": pad_id, "labels": -100},
+        )
+
+    @staticmethod
+    def _valid_features(image: Any) -> Any:
+        """`image` whose `pooler_output` holds only the filled slots, row after row, for the stock `masked_scatter`
+        (which takes features in order): padded rows (a per-sample k) would otherwise shift every later row."""
+        counts = getattr(image, "kept_query_counts", None)
+        features = image.pooler_output
+        if counts is None or bool((counts == features.shape[1]).all()):
+            return image
+        filled = torch.arange(features.shape[1], device=features.device)[None] < counts.to(features.device)[:, None]
+        image = copy.copy(image)
+        image.pooler_output = features[filled].unsqueeze(0)
+        return image
 
     def _text_inputs(
         self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None
@@ -333,6 +413,7 @@ class CatpQFormerMixin:
         compacted = self._compact(
             self._placeholders(input_ids, inputs_embeds),
             kept,
+            getattr(image, "kept_query_counts", None),
             {
                 "input_ids": input_ids,
                 "attention_mask": attention_mask,
@@ -348,13 +429,15 @@ class CatpQFormerMixin:
             decoder_attention_mask=decoder_attention_mask,
             inputs_embeds=compacted["inputs_embeds"],
             labels=compacted["labels"] if compact_labels else labels,
-            mm_encoder_outputs={self.family.features_key: image},
+            mm_encoder_outputs={self.family.features_key: self._valid_features(image)},
             **extra,
             **kwargs,
         )
         return CatpForConditionalGenerationModelOutput(
             **outputs,
             kept_query_indices=kept,
+            kept_query_counts=getattr(image, "kept_query_counts", None),
+            kept_query_sizes=getattr(image, "kept_query_sizes", None),
             query_token_scores=getattr(image, "query_token_scores", None),
         )
 
@@ -404,9 +487,10 @@ class CatpQFormerMixin:
         compacted = self._compact(
             placeholders,
             image.kept_query_indices,
+            image.kept_query_counts,
             {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds, "mask": placeholders},
         )
-        features = image.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+        features = self._valid_features(image).pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
         embeds = compacted["inputs_embeds"].masked_scatter(compacted["mask"].unsqueeze(-1), features)
         removed = inputs_embeds.shape[1] - embeds.shape[1]
 

@@ -123,8 +123,9 @@ CORE_SETTINGS = ("pruning_method", "num_kept_query_tokens")
 
 
 def method_settings() -> dict[str, Setting]:
-    """Every setting of every registered method, by name, in registration order (read live)."""
-    found: dict[str, Setting] = {}
+    """Every setting a method takes, by name: the selection settings (`SELECTION_SETTINGS`, every method's), then
+    each registered method's own, in registration order (read live)."""
+    found: dict[str, Setting] = {setting.name: setting for setting in SELECTION_SETTINGS}
     for method in PRUNING_METHODS.values():
         for setting in method.settings:
             found.setdefault(setting.name, setting)
@@ -153,7 +154,7 @@ def register_pruning_method(
         raise ValueError(f"`name` {name!r} is already a pruning method; pass overwrite=True to replace it.")
     known = method_settings()
     for setting in settings:
-        if setting.name in CORE_SETTINGS or setting.name in MODEL_INPUTS:
+        if setting.name in CORE_SETTINGS or setting.name in MODEL_INPUTS or setting.name in SELECTION_SETTING_NAMES:
             raise ValueError(f"`settings`: {setting.name!r} is reserved; pick another setting name.")
         if setting.name in known and known[setting.name] is not setting:
             raise ValueError(
@@ -168,24 +169,71 @@ def register_pruning_method(
     return method
 
 
-def select_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k highest scores per row, ties to the lower index, in ascending (original) order.
-
-    scores: (B, Q) -> (B, k) int64.
-    """
-    if not 1 <= k <= scores.shape[-1]:
-        raise ValueError(f"`k` must be in 1..{scores.shape[-1]}; got {k!r}.")
-    # torch.topk does not promise which of equal values it returns; a stable sort does.
-    best = scores.argsort(dim=-1, descending=True, stable=True)[:, :k]
-    return best.sort(dim=-1).values
+# ---- selection: what happens after any method scored, so every method takes these ------------------------------
 
 
-def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """tokens (B, Q, D), indices (B, k) -> (B, k, D)."""
-    return tokens.gather(1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+def _check_pruned_queries(value: Any, config: Any) -> Any:
+    return one_of(lambda: PRUNED_QUERIES)(value, config)
+
+
+def _check_keep_score_mass(value: Any, config: Any) -> Any:
+    if value is None:
+        return None
+    number_in(0.0, 1.0, low_open=True)(value, config)
+    if config.num_kept_query_tokens is not None:
+        raise ValueError(
+            "None while num_kept_query_tokens is set (it is a fixed k; the score-mass budget replaces it: set "
+            "num_kept_query_tokens=None)"
+        )
+    return float(value)
+
+
+def _check_min_kept(value: Any, config: Any) -> Any:
+    count = as_int(value)
+    if count is None or not 1 <= count <= config.total_query_tokens:
+        raise ValueError(f"an integer in 1..{config.total_query_tokens}")
+    return count
+
+
+def _check_max_kept(value: Any, config: Any) -> Any:
+    if value is None:
+        return None
+    count = as_int(value)
+    low = config.min_kept_query_tokens
+    if count is None or not low <= count <= config.total_query_tokens:
+        raise ValueError(f"None or an integer in min_kept_query_tokens={low}..{config.total_query_tokens}")
+    return count
+
+
+def _check_prior(value: Any, config: Any) -> Any:
+    if value is None:
+        return None
+    q = config.num_query_tokens
+    if torch.is_tensor(value):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) != q or not all(is_real(v) and abs(v) <= FLOAT32_MAX for v in value):
+        raise ValueError(f"None or a list of num_query_tokens={q} finite numbers (one per query token)")
+    return [float(v) for v in value]
+
+
+# What happens to the pruned query outputs: "drop" (the paper) or "merge" (folded into the most similar kept ones).
+PRUNED_QUERIES = ("drop", "merge")
+SELECTION_SETTINGS = (
+    Setting("pruned_queries", "drop", _check_pruned_queries,
+            "drop: the language model never sees pruned queries (the paper); merge: each is averaged into its most "
+            "similar kept query"),
+    Setting("keep_score_mass", None, _check_keep_score_mass,
+            "instead of a fixed k: keep per sample the fewest queries holding this share (0, 1] of the score mass"),
+    Setting("min_kept_query_tokens", 1, _check_min_kept, "lower bound of the per-sample k of keep_score_mass"),
+    Setting("max_kept_query_tokens", None, _check_max_kept, "upper bound of the per-sample k (None: all queries)"),
+    Setting("query_score_prior", None, _check_prior,
+            "one number per query token added to every method's scores before selection (calibrate --learn-prior)"),
+)
+SELECTION_SETTING_NAMES = tuple(setting.name for setting in SELECTION_SETTINGS)
 
 
 # The shipped methods register themselves on import; they import this module's names above, so they come last.
+from .selection import gather_tokens, select_top_k
 from .scoring_baselines import (
     PRUNING_SEED,
     l2_scores,
@@ -211,7 +259,10 @@ __all__ = [
     "IMAGE_TOKEN_WEIGHTINGS",
     "MODEL_INPUTS",
     "PRUNING_METHODS",
+    "PRUNED_QUERIES",
     "PRUNING_SEED",
+    "SELECTION_SETTINGS",
+    "SELECTION_SETTING_NAMES",
     "VOTE_AGGREGATIONS",
     "VOTE_LAYER_NAMES",
     "PruningMethod",

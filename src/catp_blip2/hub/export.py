@@ -32,6 +32,7 @@ CODE_FILES = (
     "scoring_baselines.py",
     "scoring_catp.py",
     "scoring_catp_cover.py",
+    "selection.py",
     "modeling_qformer.py",
     "modeling_pruning.py",
     "modeling_prompt.py",
