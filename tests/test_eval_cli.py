@@ -319,3 +319,59 @@ def test_damaged_results_json_is_rebuilt_from_the_predictions(baseline, assets, 
         assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
         assert ours["accuracy_by_answer_type"] == pytest.approx(theirs["accuracy_by_answer_type"])
     assert _predictions(out) == _predictions(baseline)
+
+
+# ---- issue 19: merge and per-sample k through the eval ---------------------------------------------------------
+
+ADAPTIVE = "catp:keep_score_mass=0.5,min_kept_query_tokens=3,max_kept_query_tokens=6"
+
+
+def test_per_sample_k_runs_once_reports_its_mean_and_draws_the_pareto_plot(assets, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _eval(assets, out, "--methods", ADAPTIVE, "catp_cover:pruned_queries=merge") == 0
+    table = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    entries = results["results"]
+    assert [(e["method"], e["num_kept_query_tokens"]) for e in entries] == [
+        ("none", 32), (ADAPTIVE, None), ("catp_cover:pruned_queries=merge", 8), ("catp_cover:pruned_queries=merge", 2)
+    ]
+    assert [e["mean_kept_query_tokens"] for e in entries if e["num_kept_query_tokens"] is not None] == [32, 8, 2]
+    adaptive = entries[1]
+    lines = [json.loads(line) for line in (out / adaptive["predictions_file"]).read_text().splitlines()]
+    counts = [line["kept_query_tokens"] for line in lines]
+    assert len(counts) == QUESTIONS and all(3 <= c <= 6 for c in counts)
+    assert adaptive["mean_kept_query_tokens"] == pytest.approx(sum(counts) / len(counts))
+    assert adaptive["pruning_settings"]["keep_score_mass"] == 0.5
+    assert entries[2]["pruning_settings"]["pruned_queries"] == "merge"
+    assert "Per-sample k" in table and f"| {ADAPTIVE} | {adaptive['mean_kept_query_tokens']:.2f} |" in table
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "adaptive" in adaptive["predictions_file"]
+
+    # The counts are the model's own: the same without the shared features; and a rerun has nothing to do.
+    again = tmp_path / "recomputed"
+    assert _eval(assets, again, "--methods", ADAPTIVE, "catp_cover:pruned_queries=merge", "--recompute-features") == 0
+    assert _predictions(again) == _predictions(out)
+    capsys.readouterr()
+    assert _eval(assets, out, "--methods", ADAPTIVE, "catp_cover:pruned_queries=merge") == 0
+    assert "0 configuration(s) evaluated, 4 already in" in capsys.readouterr().err
+
+
+def test_pareto_front_keeps_only_the_points_nothing_beats():
+    from catp_blip2.evaluation.report import pareto_points
+
+    rows = [("none", 32, None, 90.0), ("a", 8, None, 70.0), ("a", 4, None, 72.0), ("b", None, 5.5, 80.0), ("a", 2, None, 50.0)]
+    results = {"results": [{"method": m, "num_kept_query_tokens": k, "mean_kept_query_tokens": mean or k, "accuracy": a}
+                           for m, k, mean, a in rows]}
+    assert pareto_points(results) == [(2.0, 50.0), (4.0, 72.0), (5.5, 80.0), (32.0, 90.0)]
+
+
+def test_variant_item_carries_its_selection_settings(tmp_path):
+    from catp_blip2.evaluation.sweep import variant_method_item
+
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"name": "v", "base_model": "embedded", "pruning_method": "catp_cover",
+                                "pruned_queries": "merge", "keep_score_mass": 0.8}))
+    item = variant_method_item(path)
+    assert item.startswith("catp_cover:pruned_queries=merge,keep_score_mass=0.8")
+    settings = parse_method_item(item, CatpConfig(**tiny_blip2_config("opt").to_dict()))
+    assert settings["pruned_queries"] == "merge" and settings["keep_score_mass"] == 0.8

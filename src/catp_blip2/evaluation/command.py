@@ -278,15 +278,16 @@ def _run_record(
 
 
 def _report(outcome: Any, out: Path, configurations: list) -> None:
-    from .report import plot_accuracy_vs_k, write_markdown
+    from .report import plot_accuracy_vs_k, plot_pareto, write_markdown
 
     table = write_markdown(outcome.results, out / "results.md")
     plot_accuracy_vs_k(outcome.results, out / "accuracy_vs_k.png")
+    plot_pareto(outcome.results, out / "pareto.png")
     skipped = len(configurations) - len(outcome.evaluated)
     print(table)
     print(
         f"[eval] {len(outcome.evaluated)} configuration(s) evaluated, {skipped} already in {out}; wrote "
-        f"{out / 'results.json'}, results.md, accuracy_vs_k.png and predictions/",
+        f"{out / 'results.json'}, results.md, accuracy_vs_k.png, pareto.png and predictions/",
         file=sys.stderr,
     )
 

@@ -68,9 +68,11 @@ def generate_answers(
     decoder_only: bool,
     progress: bool,
     features: QFormerEncodingCache | None = None,
+    kept_counts: list[int] | None = None,
 ) -> list[str]:
     """The answers of this process's questions under the model's current pruning settings; with `features`, the
-    vision encoder and Q-Former passes come from (and go into) that cache."""
+    vision encoder and Q-Former passes come from (and go into) that cache. `kept_counts`, when given, gets the number
+    of query tokens each question's language model saw (per sample under `keep_score_mass`, else k)."""
     from tqdm.auto import tqdm
 
     answers: list[str] = []
@@ -90,7 +92,24 @@ def generate_answers(
         # Decoder-only: the sequences start with our own prompt (the core's contract), whatever k is.
         new_tokens = out[:, batch["input_ids"].shape[1] :] if decoder_only else out
         answers.extend(text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True))
+        if kept_counts is not None:
+            kept_counts.extend(_kept_counts(model, batch, index, features))
     return answers
+
+
+def _kept_counts(model: Any, batch: dict[str, Any], index: int, features: QFormerEncodingCache | None) -> list[int]:
+    """How many query tokens each row keeps: k, or under a score-mass budget the selection's own count (from the
+    cached pass where there is one: only the selection runs again)."""
+    rows = batch["pixel_values"].shape[0]
+    if model.config.keep_score_mass is None or model.config.pruning_method == "none":
+        return [model.config.kept_query_tokens] * rows
+    image_inputs = {name: batch[name] for name in ("pixel_values", *model.family.extra_inputs) if name in batch}
+    with torch.inference_mode():
+        if features is not None:
+            image = model.get_image_features(qformer_encoding=features.encode(model, image_inputs, batch_id=index))
+        else:
+            image = model.get_image_features(**image_inputs)
+    return image.kept_query_counts.tolist()
 
 
 __all__ = ["GenerationSettings", "generate_answers"]

@@ -1,6 +1,7 @@
-"""Reports of `catp-blip2 eval` results: the Markdown table (methods x k) and the accuracy-vs-k plot.
+"""Reports of `catp-blip2 eval` results: the Markdown table (methods x k, then the per-sample-k rows), the
+accuracy-vs-k plot and the Pareto plot (accuracy against the mean number of query tokens kept).
 
-Both read the `results.json` structure written by `catp_blip2.evaluation.runner` (the unpruned entry has method "none").
+All read the `results.json` structure written by `catp_blip2.evaluation.runner` (the unpruned entry has method "none").
 """
 
 from __future__ import annotations
@@ -21,11 +22,24 @@ def _split(results: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str], l
         if entry["method"] == UNPRUNED:
             unpruned = entry
             continue
+        if entry["num_kept_query_tokens"] is None:  # per-sample k: see _adaptive
+            continue
         if entry["method"] not in methods:
             methods.append(entry["method"])
         ks.add(entry["num_kept_query_tokens"])
         cells[entry["method"], entry["num_kept_query_tokens"]] = entry["accuracy"]
     return unpruned, methods, sorted(ks, reverse=True), cells
+
+
+def _adaptive(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries whose k was chosen per sample (`keep_score_mass`), in order."""
+    return [e for e in results["results"] if e["method"] != UNPRUNED and e["num_kept_query_tokens"] is None]
+
+
+def _mean_kept(entry: dict[str, Any]) -> float:
+    """Mean query tokens kept per question; k for entries written before it was recorded."""
+    mean = entry.get("mean_kept_query_tokens")
+    return float(entry["num_kept_query_tokens"] if mean is None else mean)
 
 
 def _dataset_text(dataset: Any) -> str:
@@ -61,6 +75,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     for method in methods:
         values = [f"{cells[method, k]:.2f}" if (method, k) in cells else "-" for k in ks]
         lines.append(f"| {method} | " + " | ".join(values) + " |")
+    adaptive = _adaptive(results)
+    if adaptive:
+        lines += ["", "Per-sample k (`keep_score_mass`): each question keeps its own number of query tokens.", "",
+                  "| method | mean k | accuracy |", "|---|---:|---:|"]
+        lines += [f"| {e['method']} | {_mean_kept(e):.2f} | {e['accuracy']:.2f} |" for e in adaptive]
     return "\n".join(lines) + "\n"
 
 
@@ -103,4 +122,53 @@ def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
         plt.close(figure)
 
 
-__all__ = ["markdown_table", "metric_label", "plot_accuracy_vs_k", "write_markdown"]
+def pareto_points(results: dict[str, Any]) -> list[tuple[float, float]]:
+    """The (mean kept tokens, accuracy) points no other entry beats on both (fewer or as few tokens, as good or
+    better accuracy), by increasing tokens."""
+    points = sorted(((_mean_kept(e), e["accuracy"]) for e in results["results"]), key=lambda p: (p[0], -p[1]))
+    front: list[tuple[float, float]] = []
+    for tokens, accuracy in points:
+        if not front or accuracy > front[-1][1]:
+            front.append((tokens, accuracy))
+    return front
+
+
+def plot_pareto(results: dict[str, Any], path: str | Path) -> None:
+    """PNG: accuracy against the mean number of query tokens kept; fixed-k methods as lines, per-sample-k entries as
+    stars, the unpruned model as a square, and the Pareto front (the best accuracy for a token budget) in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    unpruned, methods, _, _ = _split(results)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    try:
+        front = pareto_points(results)
+        axes.step([t for t, _ in front], [a for _, a in front], where="post", color="grey", linewidth=3, alpha=0.35,
+                  label="Pareto front")
+        fixed = [e for e in results["results"] if e["method"] != UNPRUNED and e["num_kept_query_tokens"] is not None]
+        for method in methods:
+            points = sorted((_mean_kept(e), e["accuracy"]) for e in fixed if e["method"] == method)
+            axes.plot([t for t, _ in points], [a for _, a in points], marker="o", label=method)
+        for entry in _adaptive(results):
+            axes.plot([_mean_kept(entry)], [entry["accuracy"]], marker="*", markersize=13, linestyle="none",
+                      label=f"{entry['method']} (per-sample k)")
+        if unpruned is not None:
+            axes.plot([_mean_kept(unpruned)], [unpruned["accuracy"]], marker="s", color="black", linestyle="none",
+                      label="unpruned")
+        axes.set_xscale("log", base=2)
+        axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 4, 8, 16 rather than 2^2, 2^3, 2^4
+        axes.set_xlabel("query tokens kept, mean per question")
+        axes.set_ylabel(f"{metric_label(results)} (%)")
+        axes.set_title(f"{results.get('model')}: accuracy vs tokens kept ({results.get('num_questions')} questions)",
+                       fontsize=10)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7, loc="best")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
+
+
+__all__ = ["markdown_table", "metric_label", "pareto_points", "plot_accuracy_vs_k", "plot_pareto", "write_markdown"]

@@ -1,10 +1,11 @@
 """The output folder of `catp-blip2 eval`: `results.json` and `predictions/`, written atomically, read to resume.
 
 - `results.json`: {"model", "dataset", "metric", "num_questions", "settings", "results": [entry, ...]}, an entry
-  being {"method", "pruning_settings", "num_kept_query_tokens", "accuracy" (0-100), "accuracy_by_answer_type",
-  "accuracy_by_question_type", "relative_to_unpruned", "seconds", "predictions_file"};
+  being {"method", "pruning_settings", "num_kept_query_tokens" (None under `keep_score_mass`),
+  "mean_kept_query_tokens", "accuracy" (0-100), "accuracy_by_answer_type", "accuracy_by_question_type",
+  "relative_to_unpruned", "seconds", "predictions_file"};
 - `predictions/<configuration>.jsonl`: one line per question (question_id, question, prediction, answers,
-  accuracy in 0-100, answer_type, question_type).
+  accuracy in 0-100, answer_type, question_type, kept_query_tokens: how many query tokens its language model saw).
 
 A finished configuration is recognised by its full pruning settings and k; `settings` (model, dataset, sample,
 prompt, generation, dtype) must equal the stored ones, or the run is refused. `ResultsFolder` is the one place that
@@ -75,6 +76,7 @@ def rebuild_entries(out: Path, configurations: list[Configuration], num_question
                 "method": configuration.method,
                 "pruning_settings": configuration.pruning_settings,
                 "num_kept_query_tokens": configuration.num_kept_query_tokens,
+                "mean_kept_query_tokens": _mean_kept([line.get("kept_query_tokens") for line in lines]),
                 "accuracy": mean_percent(scores),
                 "accuracy_by_answer_type": accuracy_breakdown(scores, [line.get("answer_type") for line in lines]),
                 "accuracy_by_question_type": accuracy_breakdown(scores, [line.get("question_type") for line in lines]),
@@ -87,6 +89,13 @@ def rebuild_entries(out: Path, configurations: list[Configuration], num_question
     for entry in entries:
         entry["relative_to_unpruned"] = entry["accuracy"] / unpruned[0] if unpruned and unpruned[0] else None
     return entries
+
+
+def _mean_kept(counts: list[Any]) -> float | None:
+    """The mean number of query tokens kept per question (None for predictions written before it was recorded)."""
+    if not counts or any(count is None for count in counts):
+        return None
+    return round(sum(counts) / len(counts), 3)
 
 
 def check_compatible(stored: dict[str, Any], settings: dict[str, Any], out: Path) -> None:
@@ -104,9 +113,15 @@ def check_compatible(stored: dict[str, Any], settings: dict[str, Any], out: Path
 
 
 def score_configuration(
-    configuration: Configuration, records: list[dict[str, Any]], predictions: list[str], metric: Metric
+    configuration: Configuration,
+    records: list[dict[str, Any]],
+    predictions: list[str],
+    metric: Metric,
+    kept_counts: list[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The results entry (without relative/seconds/file) and the per-question lines of one configuration."""
+    """The results entry (without relative/seconds/file) and the per-question lines of one configuration;
+    `kept_counts`: the query tokens each question kept."""
+    kept_counts = kept_counts if kept_counts is not None else [None] * len(records)
     scores = [metric.score(prediction, record["answers"]) for prediction, record in zip(predictions, records)]
     lines = [
         {
@@ -117,13 +132,15 @@ def score_configuration(
             "accuracy": 100.0 * score,
             "answer_type": record["answer_type"],
             "question_type": record["question_type"],
+            "kept_query_tokens": kept,
         }
-        for record, prediction, score in zip(records, predictions, scores)
+        for record, prediction, score, kept in zip(records, predictions, scores, kept_counts)
     ]
     entry = {
         "method": configuration.method,
         "pruning_settings": configuration.pruning_settings,
         "num_kept_query_tokens": configuration.num_kept_query_tokens,
+        "mean_kept_query_tokens": _mean_kept(kept_counts),
         "accuracy": mean_percent(scores),
         "accuracy_by_answer_type": accuracy_breakdown(scores, [r["answer_type"] for r in records]),
         "accuracy_by_question_type": accuracy_breakdown(scores, [r["question_type"] for r in records]),

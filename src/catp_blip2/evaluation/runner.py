@@ -67,19 +67,23 @@ def _gathered_predictions(
     state: Any,
     total: int,
     features: QFormerEncodingCache | None,
-) -> list[str] | None:
-    """Every question's answer under the model's current settings, in dataset order (main process; else None)."""
+) -> tuple[list[str], list[int]] | None:
+    """Every question's answer under the model's current settings and the query tokens it kept, in dataset order
+    (main process; else None)."""
     from accelerate.utils import gather_object
 
     decoder_only = bool(getattr(model.config, "use_decoder_only_language_model", True))
-    answers = generate_answers(model, processor, inputs, generate_kwargs, decoder_only, state.is_main_process, features)
-    gathered = gather_object(list(zip(inputs.indices, answers)))
+    counts: list[int] = []
+    answers = generate_answers(
+        model, processor, inputs, generate_kwargs, decoder_only, state.is_main_process, features, kept_counts=counts
+    )
+    gathered = gather_object(list(zip(inputs.indices, answers, counts)))
     if not state.is_main_process:
         return None
-    predictions = [answer for _, answer in sorted(gathered)]
-    if len(predictions) != total:
-        raise RuntimeError(f"gathered {len(predictions)} answers for {total} questions")
-    return predictions
+    rows = sorted(gathered)
+    if len(rows) != total:
+        raise RuntimeError(f"gathered {len(rows)} answers for {total} questions")
+    return [answer for _, answer, _ in rows], [count for _, _, count in rows]
 
 
 def run_sweep(
@@ -135,9 +139,10 @@ def run_sweep(
     for done, configuration in enumerate(progress, start=1):
         started = time.perf_counter()
         apply_configuration(model, configuration)
-        predictions = _gathered_predictions(model, processor, inputs, generate_kwargs, state, len(dataset), features)
+        gathered = _gathered_predictions(model, processor, inputs, generate_kwargs, state, len(dataset), features)
         if state.is_main_process:
-            entry, lines = score_configuration(configuration, records, predictions, dataset_format.metric)
+            predictions, counts = gathered
+            entry, lines = score_configuration(configuration, records, predictions, dataset_format.metric, counts)
             folder.record(configuration, entry, lines, started)
         outcome.evaluated.append(configuration.file_stem)
         state.wait_for_everyone()

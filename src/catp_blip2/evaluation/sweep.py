@@ -2,7 +2,8 @@
 
 A `--methods` item is a method name, optionally with settings: "catp:vote_layers=all,vote_aggregation=soft". Every
 name in `scoring.PRUNING_METHODS` is accepted, and every pruning setting (read live from the registry, so a method
-registered at run time brings its own settings); the values are checked by `CatpConfig` itself.
+registered at run time brings its own settings); the values are checked by `CatpConfig` itself. An item with
+`keep_score_mass` keeps a number of queries per sample, so it runs once, not once per `--keep` value.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configuration_catp import PRUNING_METHODS, CatpConfig, default_pruning_settings, pruning_settings
+from ..scoring import SELECTION_SETTING_NAMES
 
 DEFAULT_METHODS = (
     "catp",
@@ -32,11 +34,12 @@ UNPRUNED = "none"
 
 @dataclass(frozen=True)
 class Configuration:
-    """One evaluated configuration: the method item as given, its full pruning settings and k."""
+    """One evaluated configuration: the method item as given, its full pruning settings and k (None: the item sets
+    `keep_score_mass`, each sample keeps its own number)."""
 
     method: str
     pruning_settings: dict[str, Any]
-    num_kept_query_tokens: int
+    num_kept_query_tokens: int | None
 
     @property
     def key(self) -> str:
@@ -48,10 +51,11 @@ class Configuration:
         """A readable, unique file name for its predictions: the item, k, and a short hash of the key."""
         readable = re.sub(r"[^A-Za-z0-9=.-]+", "_", self.method).strip("_")
         digest = hashlib.sha1(self.key.encode()).hexdigest()[:8]
-        return f"{readable}__k{self.num_kept_query_tokens}__{digest}"
+        k = "adaptive" if self.num_kept_query_tokens is None else self.num_kept_query_tokens
+        return f"{readable}__k{k}__{digest}"
 
 
-def configuration_key(pruning_settings: dict[str, Any], k: int) -> str:
+def configuration_key(pruning_settings: dict[str, Any], k: int | None) -> str:
     return json.dumps({**pruning_settings, "num_kept_query_tokens": k}, sort_keys=True)
 
 
@@ -131,12 +135,15 @@ def setting_text(value: Any) -> str:
 
 
 def variant_method_item(path: Any) -> str:
-    """The `--methods` item of a variant file: its method with the settings of that method the file sets."""
+    """The `--methods` item of a variant file: its method with the settings of that method the file sets, and the
+    selection settings (merge, score-mass budget, prior) where they differ from their defaults."""
     from ..hub.variants import load_variant
 
     variant = load_variant(path)
     method = variant.pruning["pruning_method"]
+    defaults = default_pruning_settings()
     own = [s.name for s in PRUNING_METHODS[method].settings]
+    own = [n for n in SELECTION_SETTING_NAMES if n not in own and variant.pruning[n] != defaults[n]] + own
     settings = ",".join(f"{name}={setting_text(variant.pruning[name])}" for name in own)
     return f"{method}:{settings}" if settings else method
 
@@ -155,7 +162,8 @@ def unpruned_settings() -> dict[str, Any]:
 
 
 def build_sweep(methods: list[str], keep: list[int], base_config: CatpConfig) -> list[Configuration]:
-    """The unpruned configuration, then every method item at every k (in the order given)."""
+    """The unpruned configuration, then every method item at every k (in the order given); an item with
+    `keep_score_mass` once, with k None."""
     total = base_config.num_query_tokens
     if not keep:
         raise ValueError("`--keep` needs at least one k.")
@@ -172,7 +180,10 @@ def build_sweep(methods: list[str], keep: list[int], base_config: CatpConfig) ->
         if canonical in seen:
             raise ValueError(f"`--methods` items {seen[canonical]!r} and {item!r} are the same configuration.")
         seen[canonical] = item
-        configurations.extend(Configuration(item, settings, k) for k in keep)
+        if settings.get("keep_score_mass") is not None:
+            configurations.append(Configuration(item, settings, None))
+        else:
+            configurations.extend(Configuration(item, settings, k) for k in keep)
     return configurations
 
 

@@ -130,8 +130,9 @@ def _row_matches(row: dict[str, Any], config: CatpConfig) -> bool:
     if row["method"] != config.pruning_method:
         return False
     if config.pruning_method != "none":
-        row_k = row["num_kept_query_tokens"] or config.num_query_tokens
-        if row_k != config.kept_query_tokens:
+        if (row["num_kept_query_tokens"] is None) != (config.num_kept_query_tokens is None):
+            return False
+        if row["num_kept_query_tokens"] is not None and row["num_kept_query_tokens"] != config.kept_query_tokens:
             return False
     for key in method_settings():  # the methods' own settings; method and k are compared above
         if key in row and row[key] != getattr(config, key):
@@ -205,7 +206,10 @@ def results_section(results: dict[str, Any] | None, config: CatpConfig) -> Resul
     percent = any(row["accuracy"] > 1 for row in results["results"])
     for row in results["results"]:
         this = _row_matches(row, config)
-        row_kept = total if row["method"] == "none" else (row["num_kept_query_tokens"] or total)
+        row_kept = total if row["method"] == "none" else row["num_kept_query_tokens"]
+        if row_kept is None:  # per-sample k (keep_score_mass): the mean it kept
+            mean = row.get("mean_kept_query_tokens")
+            row_kept = f"{mean:.1f} (mean)" if mean is not None else "per sample"
         section.rows.append(
             {"method": row["method"], "kept": f"{row_kept} / {total}", "accuracy": _accuracy_text(row["accuracy"], percent), "this": this}
         )
