@@ -123,3 +123,72 @@ def test_bad_options_are_refused_before_anything_loads(capsys, tmp_path, argv, n
     monkeypatch.setattr(command, "load_model_and_processor", must_not_load)
     err = cli_error(capsys, ["calibrate", "--out", str(tmp_path / "x"), *argv])
     assert names in err
+
+
+# ---- --learn-prior (issue 19) ----------------------------------------------------------------------------------
+
+def test_the_random_runs_kept_sets_are_the_models_own():
+    import torch
+
+    from catp_blip2.evaluation.query_prior import random_kept_set
+    from catp_blip2.toy.tiny import tiny_model
+
+    model = tiny_model("opt", seed=0)
+    model.config.pruning_method, model.config.num_kept_query_tokens = "random", 5
+    for seed in (0, 3):
+        model.config.pruning_seed = seed
+        image = model.get_image_features(pixel_values=torch.rand(2, 3, 30, 30))
+        assert image.kept_query_indices.tolist() == [random_kept_set(seed, 5, 32)] * 2
+
+
+def test_the_prior_finds_the_query_that_matters():
+    from catp_blip2.evaluation.query_prior import estimate_prior, random_kept_set
+
+    # Accuracy rises by 20 points whenever query 7 is kept: the prior's largest value is query 7's, scaled to 1.
+    runs = [(seed, k, 50.0 + 20.0 * (7 in random_kept_set(seed, k, 32))) for seed in range(16) for k in (16, 8, 4)]
+    prior = estimate_prior(runs, 32)
+    assert len(prior) == 32 and prior[7] == 1.0 and max(abs(v) for i, v in enumerate(prior) if i != 7) < 1.0
+    assert estimate_prior([(seed, 8, 60.0) for seed in range(4)], 32) == [0.0] * 32  # nothing differs: no prior
+
+
+def test_learn_prior_writes_the_chosen_prior_into_the_variant(tmp_path):
+    out = tmp_path / "prior"
+    argv = ["calibrate", "--out", str(out), *FAST, "--search", "pruned_queries=drop|merge", "--learn-prior",
+            "--prior-seeds", "3", "--prior-scales", "0", "1000"]
+    assert main(argv) == 0
+    report = json.loads((out / "calibration.json").read_text())
+    prior = report["prior"]
+    assert len(prior["values"]) == 32 and max(abs(v) for v in prior["values"]) in (0.0, 1.0)
+    assert [row["scale"] for row in prior["candidates"]] in ([0.0, 1000.0], [1000.0, 0.0])
+    means = [row["mean"] for row in prior["candidates"]]
+    assert means == sorted(means, reverse=True) and prior["chosen_scale"] == prior["candidates"][0]["scale"]
+    results = json.loads((out / "results.json").read_text())
+    assert sum(e["method"].startswith("random:pruning_seed=") for e in results["results"]) == 3 * 2  # seeds x k
+    variant = load_variant(report["variant"])
+    if prior["chosen_scale"] == 0:
+        assert variant.pruning["query_score_prior"] is None
+    else:
+        assert variant.pruning["query_score_prior"] == pytest.approx([v * 1000 for v in prior["values"]], abs=1e-5)
+    assert variant.pruning["pruned_queries"] == report["winner"].split("pruned_queries=")[1].split(",")[0][:5]
+    assert "Query prior for the winner" in (out / "calibration.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--learn-prior", "--prior-seeds", "1"], "--prior-seeds"),
+        (["--learn-prior", "--method", "random"], "--learn-prior"),
+        (["--learn-prior", "--prior-scales", "-1"], "--prior-scales"),
+        (["--search", "keep_score_mass=0.5"], "--search"),
+        (["--learn-prior", "--model", "VIDEO"], "--learn-prior"),
+    ],
+)
+def test_bad_prior_options_are_refused_before_anything_loads(capsys, tmp_path, argv, names, monkeypatch):
+    import catp_blip2.evaluation.command as command
+    from catp_blip2.toy.tiny import tiny_instructblipvideo_model
+
+    if "VIDEO" in argv:  # a saved tiny InstructBLIP-Video: its config is all the check reads
+        tiny_instructblipvideo_model().save_pretrained(str(tmp_path / "video"))
+        argv = [str(tmp_path / "video") if a == "VIDEO" else a for a in argv]
+    monkeypatch.setattr(command, "load_model_and_processor", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert names in cli_error(capsys, ["calibrate", "--out", str(tmp_path / "x"), *argv])

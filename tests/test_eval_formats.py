@@ -92,7 +92,9 @@ def test_hub_id_gives_the_format_and_its_default_split(assets, tmp_path, monkeyp
 def _fixed_answers(monkeypatch, answers_of):
     """Generation replaced by fixed answers (answers_of(question index)): the rest of the pipeline runs as it is."""
 
-    def generate_answers(model, processor, inputs, generate_kwargs, decoder_only, progress, features=None):
+    def generate_answers(model, processor, inputs, generate_kwargs, decoder_only, progress, features=None, kept_counts=None):
+        if kept_counts is not None:
+            kept_counts.extend(model.config.kept_query_tokens for _ in inputs.indices)
         return [answers_of(index) for index in inputs.indices]
 
     monkeypatch.setattr(runner, "generate_answers", generate_answers)

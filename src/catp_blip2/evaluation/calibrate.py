@@ -4,6 +4,7 @@
     catp-blip2 calibrate --method catp --search "vote_layers=[0]|[1]|all"   # the paper's layer study, automated
     catp-blip2 calibrate --model Salesforce/blip2-opt-2.7b --dataset HuggingFaceM4/VQAv2 --split train \
         --fraction 0.01 --method catp --keep 8            # real BLIP-2: a slice of VQAv2 *train*
+    catp-blip2 calibrate --search "pruned_queries=drop|merge" --learn-prior   # merge or drop, then a query prior
 
 Every candidate (one value per searched setting; by default the values each setting of the method declares as its
 `candidates` in the registry) is evaluated at every `--keep` on the calibration questions, through the evaluation
@@ -12,6 +13,11 @@ The winner has the best mean accuracy over the k values (ties: the earlier candi
 is printed and written (`calibration.md`, `calibration.json`), and the winner is written as a variant file that
 `eval --variants` and `export` take. The calibration split must not be an evaluation set: `embedded` (the
 embedded task's evaluation set) and lmms-lab's validation / test splits are refused.
+
+`--search` takes the method's own settings and `pruned_queries` (drop or merge the pruned queries). `--learn-prior`
+then learns a per-query prior for the winner on the same questions (`query_prior`: random runs at `--prior-seeds`
+seeds, then the winner with the prior at each `--prior-scales` value, scale 0 being the winner alone) and writes the
+best as the variant's `query_score_prior`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,12 @@ from .command import (
 )
 from .datasets import EMBEDDED, EMBEDDED_CALIBRATION, check_sample
 from .inputs import check_prompt
+from .query_prior import DEFAULT_SCALES, DEFAULT_SEEDS, check_scales, estimate_prior, prior_items, seed_items
 from .sweep import _setting_value, build_sweep, parse_method_item, setting_text as _text
+
+# Selection settings `--search` may try beside the method's own (a fixed-k comparison: no score-mass budget here,
+# and the prior is learned by --learn-prior, not searched).
+SEARCHABLE_SELECTION = ("pruned_queries",)
 
 DEFAULT_METHOD = "catp_cover"
 DEFAULT_KEEP = (16, 8, 4, 2)
@@ -61,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant-out", default=None, type=Path,
         help="where the winner's variant file goes (default: OUT/<method>-calibrated-k<first --keep>.json)",
     )
+    prior = parser.add_argument_group("query prior")
+    prior.add_argument("--learn-prior", action="store_true",
+                       help="after the search, learn a per-query prior (query_score_prior) for the winner on the "
+                       "same questions, from random runs; written into the variant when it helps")
+    prior.add_argument("--prior-seeds", type=int, default=DEFAULT_SEEDS,
+                       help="random runs per k the prior is learned from (default: %(default)s)")
+    prior.add_argument("--prior-scales", type=float, nargs="+", default=list(DEFAULT_SCALES),
+                       help="scales of the prior (largest value 1) tried against the method's scores; 0 is the "
+                       "winner without a prior (default: %(default)s)")
     add_generation_arguments(parser)
 
 
@@ -72,6 +92,7 @@ def search_space(method: str, search: list[str] | None, base_config: Any) -> dic
     settings = {setting.name: setting for setting in PRUNING_METHODS[method].settings}
     if search is None:
         return {name: list(s.candidates(base_config)) for name, s in settings.items() if s.candidates is not None}
+    settings.update((name, None) for name in SEARCHABLE_SELECTION)
     space: dict[str, list[Any]] = {}
     for item in search:
         name, equals, values = item.partition("=")
@@ -79,7 +100,7 @@ def search_space(method: str, search: list[str] | None, base_config: Any) -> dic
         if not equals or not values.strip():
             raise ValueError(f"`--search` items must be SETTING=V1|V2|...; got {item!r}.")
         if name not in settings:
-            raise ValueError(f"`--search` {item!r}: {name!r} is not a setting of {method!r}; its settings: {list(settings)}.")
+            raise ValueError(f"`--search` {item!r}: {name!r} is not a setting of {method!r}; allowed: {list(settings)}.")
         if name in space:
             raise ValueError(f"`--search` names {name!r} twice.")
         space[name] = [_setting_value(part.strip()) for part in values.split("|")]
@@ -131,8 +152,13 @@ def calibration_table(rows: list[dict[str, Any]], keep: list[int]) -> str:
 
 
 def winner_variant(winner: dict[str, Any], method: str, model: str, k: int, base_config: Any) -> dict[str, Any]:
+    from ..configuration_catp import default_pruning_settings
+    from ..scoring import SELECTION_SETTING_NAMES
+
     settings = parse_method_item(winner["candidate"], base_config)
+    defaults = default_pruning_settings()
     own = {s.name for s in PRUNING_METHODS[method].settings}
+    own |= {name for name in SELECTION_SETTING_NAMES if settings[name] != defaults[name]}
     pruning = {name: value for name, value in settings.items() if name in own or name == "pruning_method"}
     name = f"{Path(model).name}-{method}-calibrated-k{k}".replace("_", "-")
     return {
@@ -167,12 +193,18 @@ def _run(args: argparse.Namespace) -> int:
     check_sample(args.fraction, args.seed, args.limit)
     if args.variant_out is not None and args.variant_out.suffix != ".json":
         raise ValueError(f"`--variant-out` must be a .json file; got {str(args.variant_out)!r}.")
+    _check_prior_options(args)
     base_config = load_base_config(args)
+    if args.learn_prior and getattr(base_config, "num_frames", None) is not None:
+        raise ValueError("`--learn-prior` learns one value per query of an image model (BLIP-2, InstructBLIP); "
+                         f"{args.model!r} is a video model.")
     space = search_space(args.method, args.search, base_config)
     items = candidate_items(args.method, space, base_config)
     keep = list(args.keep)
-    configurations = build_sweep(items, keep, base_config)
-    print(f"[calibrate] {len(items)} candidate(s) x {len(keep)} k on {args.dataset}", file=sys.stderr)
+    seeds = seed_items(args.prior_seeds) if args.learn_prior else []
+    configurations = build_sweep(items + seeds, keep, base_config)
+    print(f"[calibrate] {len(items)} candidate(s) x {len(keep)} k on {args.dataset}"
+          + (f", and {len(seeds)} random run(s) x {len(keep)} k for the prior" if seeds else ""), file=sys.stderr)
 
     outcome, state, out = evaluate_sweep(args, configurations, dataset_format, generation)
     if not state.is_main_process:
@@ -181,6 +213,12 @@ def _run(args: argparse.Namespace) -> int:
     table = calibration_table(rows, keep)
     unpruned = next(e["accuracy"] for e in outcome.results["results"] if e["method"] == "none")
     questions = outcome.results["num_questions"]
+    prior_report = None
+    if args.learn_prior:
+        rows, prior_report = _learn_prior(args, outcome.results, rows[0], keep, base_config, dataset_format, generation)
+        table += "\n\nQuery prior for the winner (scale 0: no prior):\n\n" + calibration_table(
+            [{**row, "candidate": f"prior x {row['scale']:g}"} for row in prior_report["candidates"]], keep
+        )
     variant = winner_variant(rows[0], args.method, args.model, keep[0], base_config)
     variant_from_dict(variant)  # the file must load as any variant does
     variant_path = args.variant_out or out / f"{args.method}-calibrated-k{keep[0]}.json"
@@ -189,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     (out / "calibration.json").write_text(
         json.dumps({"method": args.method, "dataset": args.dataset, "keep": keep, "search": space,
                     "unpruned": unpruned, "candidates": rows, "winner": rows[0]["candidate"],
-                    "variant": str(variant_path)}, indent=2) + "\n"
+                    "prior": prior_report, "variant": str(variant_path)}, indent=2) + "\n"
     )
     (out / "calibration.md").write_text(
         f"Calibration of `{args.method}` on `{args.dataset}` ({questions} questions; unpruned {unpruned:.2f}); "
@@ -199,6 +237,39 @@ def _run(args: argparse.Namespace) -> int:
     print(f"[calibrate] winner: {rows[0]['candidate']} (mean {rows[0]['mean']:.2f}); variant file {variant_path}",
           file=sys.stderr)
     return 0
+
+
+def _check_prior_options(args: argparse.Namespace) -> list[float]:
+    if args.prior_seeds < 2:
+        raise ValueError(f"`--prior-seeds` must be an integer >= 2 (runs to compare); got {args.prior_seeds!r}.")
+    if args.learn_prior and args.method == "random":
+        raise ValueError("`--learn-prior` learns from random runs; give a `--method` other than 'random'.")
+    return check_scales(args.prior_scales)
+
+
+def _learn_prior(
+    args: argparse.Namespace, results: dict[str, Any], winner: dict[str, Any], keep: list[int], base_config: Any,
+    dataset_format: Any, generation: Any,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The prior from the random runs in `results`, then the winner at every prior scale (same folder: what is
+    finished is not rerun). Returns (the scale rows as candidates, best first; the report for calibration.json)."""
+    num_queries = base_config.num_query_tokens
+    runs = [
+        (entry["pruning_settings"]["pruning_seed"], entry["num_kept_query_tokens"], entry["accuracy"])
+        for entry in results["results"]
+        if entry["method"] in seed_items(args.prior_seeds) and entry["num_kept_query_tokens"] in keep
+    ]
+    prior = estimate_prior(runs, num_queries)
+    scaled_items = prior_items(winner["candidate"], prior, check_scales(args.prior_scales))
+    configurations = build_sweep([item for _, item in scaled_items], keep, base_config)
+    print(f"[calibrate] prior for {winner['candidate']}: {len(scaled_items)} scale(s) x {len(keep)} k", file=sys.stderr)
+    outcome, _, _ = evaluate_sweep(args, configurations, dataset_format, generation)
+    rows = rank_candidates(outcome.results, [item for _, item in scaled_items], keep)
+    scale_of = dict((item, scale) for scale, item in scaled_items)
+    for row in rows:
+        row["scale"] = scale_of[row["candidate"]]
+    report = {"values": prior, "seeds": args.prior_seeds, "chosen_scale": rows[0]["scale"], "candidates": rows}
+    return rows, report
 
 
 __all__ = ["add_arguments", "candidate_items", "check_calibration_source", "rank_candidates", "run", "search_space"]

@@ -49,7 +49,8 @@ class Configuration:
     @property
     def file_stem(self) -> str:
         """A readable, unique file name for its predictions: the item, k, and a short hash of the key."""
-        readable = re.sub(r"[^A-Za-z0-9=.-]+", "_", self.method).strip("_")
+        # Cut long items (a prior's 32 values): file names have a length limit, and the hash keeps them unique.
+        readable = re.sub(r"[^A-Za-z0-9=.-]+", "_", self.method).strip("_")[:100]
         digest = hashlib.sha1(self.key.encode()).hexdigest()[:8]
         k = "adaptive" if self.num_kept_query_tokens is None else self.num_kept_query_tokens
         return f"{readable}__k{k}__{digest}"
