@@ -11,7 +11,8 @@ from torch import nn
 from transformers import Blip2ForConditionalGeneration
 
 from .configuration_catp import CatpConfig
-from .modeling_pruning import CatpForConditionalGenerationModelOutput, CatpImageFeaturesOutput, CatpQFormerMixin
+from .modeling_generation import CatpForConditionalGenerationModelOutput
+from .modeling_pruning import CatpImageFeaturesOutput, CatpQFormerMixin
 from .modeling_qformer import AttentionRecorder, QFormerFamily
 
 

@@ -35,6 +35,7 @@ CODE_FILES = (
     "selection.py",
     "modeling_qformer.py",
     "modeling_pruning.py",
+    "modeling_generation.py",
     "modeling_prompt.py",
     "modeling_features.py",
     "modeling_catp.py",
