@@ -201,7 +201,8 @@ def vqa_pipeline(
         model: a loaded model, or a folder / Hub id that `AutoModelForVisualQuestionAnswering` loads (an exported
             CATP folder, or a stock BLIP-2 checkpoint).
         processor: the model's `Blip2Processor`; loaded from `model` when that is a path or id.
-        device, dtype: as for `transformers.pipeline` (dtype applies when the model is loaded here).
+        device: as for `transformers.pipeline`.
+        dtype: as for `transformers.pipeline`; applies when the model is loaded here.
         **kwargs: pipeline parameters (`prompt`, `batch_size`, generation parameters, ...).
     """
     if isinstance(model, (str, os.PathLike)):

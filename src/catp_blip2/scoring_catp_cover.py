@@ -133,8 +133,8 @@ def catp_cover_scores(
     return _greedy_order(base, query_output, cover_redundancy, utility, weight)
 
 
-# catp_cover's defaults are the winner of `catp-blip2 calibrate` on the embedded task's calibration split (README,
-# benchmarks/embedded-calibration/): the last cross-attention layer ([1] of the embedded model's 2), decisive patch
+# catp_cover's defaults are the winner of `catp-blip2 calibrate` on the embedded task's calibration split
+# (docs/calibration.md, benchmarks/embedded-calibration/): the last cross-attention layer ([1] of the embedded model's 2), decisive patch
 # voters, coverage selection, power 1, redundancy 0.5. Calibrate again for another model.
 COVER_LAYERS = Setting(
     "cover_layers", "last", check_vote_layers,

@@ -2,7 +2,7 @@
 
 With no arguments it evaluates the embedded tiny model on the embedded synthetic set. For real BLIP-2 on VQAv2 with
 the paper's protocol, and on OK-VQA, TextVQA, VizWiz-VQA and GQA (`--dataset-format`, inferred from their Hub
-ids; each with its default split and metric), see the README section "Evaluation". Runs data parallel under
+ids; each with its default split and metric), see docs/evaluation.md. Runs data parallel under
 `accelerate launch` (each process answers a share of the questions; the main process writes). Outputs are described
 in `catp_blip2.evaluation.results`; the table is also printed to stdout, progress goes to stderr.
 """

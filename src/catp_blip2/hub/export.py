@@ -25,13 +25,13 @@ from .model_card import build_model_card, load_results, resolve_license
 from .variants import Variant, load_variant
 
 # The model core as save_pretrained writes it beside the weights (the model's module and what it imports
-# relatively): flat modules importing only each other, torch and transformers, as remote code requires.
+# relatively): flat modules importing only each other, torch and transformers, as remote code requires. Every
+# method module (`scoring_<name>.py`) is imported by scoring.py, so each ships: they are found, not listed.
+_CORE = Path(__file__).resolve().parent.parent
 CODE_FILES = (
     "configuration_catp.py",
     "scoring.py",
-    "scoring_baselines.py",
-    "scoring_catp.py",
-    "scoring_catp_cover.py",
+    *sorted(path.name for path in _CORE.glob("scoring_*.py")),
     "selection.py",
     "modeling_qformer.py",
     "modeling_pruning.py",

@@ -10,7 +10,7 @@ lmms-eval loads its entry points while it initialises `lmms_eval.models`, the pa
 this module imports nothing at import time and the manifest is made when lmms-eval calls for it, whichever of the
 two is imported first (`MANIFEST` gives it too). The package belongs to the tools' layer: it uses the model core and
 `catp_blip2.evaluation` (the same loading, processor check and answer loop as `catp-blip2 eval`); the core never
-imports it. See the README section "Evaluation" for the usage.
+imports it. See docs/lmms-eval.md for the usage.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `EMBEDDED_MODELS` maps each name the commands take to its folder: `"embedded"` is a `CatpBlip2ForConditionalGeneration`
 checkpoint with its `Blip2Processor` (`EMBEDDED_MODEL_DIR`), `"embedded-instructblip"` a
 `CatpInstructBlipForConditionalGeneration` with its `InstructBlipProcessor`. `catp-blip2 train-synthetic` rebuilds
-them (see the README for the exact commands).
+them (see docs/embedded-model.md for the exact commands).
 """
 
 from pathlib import Path
