@@ -13,7 +13,8 @@ from transformers import (
 )
 
 from catp_blip2 import CatpBlip2ForConditionalGeneration, CatpConfig
-from catp_blip2.scoring import PRUNING_METHODS, catp_scores, select_top_k
+from catp_blip2.scoring import PRUNING_METHODS, select_top_k
+from catp_blip2.scoring_catp import catp_scores
 from catp_blip2.toy.tiny import tiny_blip2_config
 
 METHODS = list(PRUNING_METHODS)  # every shipped method, so a new one is tested without editing this file

@@ -5,20 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from catp_blip2.scoring import (
-    PRUNING_METHODS,
-    borda_points,
-    catp_scores,
-    gather_tokens,
+from catp_blip2.scoring import PRUNING_METHODS, gather_tokens, select_top_k
+from catp_blip2.scoring_baselines import (
     l2_scores,
     no_pruning_scores,
     position_scores,
     random_scores,
-    select_top_k,
     self_attention_scores,
-    soft_votes,
-    vit_attention_image_weights,
 )
+from catp_blip2.scoring_catp import borda_points, catp_scores, soft_votes, vit_attention_image_weights
 
 
 def random_probs(b=2, h=3, q=6, n=5, seed=0) -> torch.Tensor:
@@ -174,7 +169,7 @@ def test_registry_names_and_inputs_are_consistent():
 
 # ---- catp_cover: the refinements ---------------------------------------------------------------------------
 
-from catp_blip2.scoring import catp_cover_scores, voter_weights  # noqa: E402
+from catp_blip2.scoring_catp_cover import catp_cover_scores, voter_weights  # noqa: E402
 
 
 def _background_and_object() -> torch.Tensor:

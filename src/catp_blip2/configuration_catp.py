@@ -9,15 +9,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import Blip2Config
 
 from .pipeline_catp import VQA_TASK, CatpVisualQuestionAnsweringPipeline
-from .scoring import (
-    CORE_SETTINGS,
-    IMAGE_TOKEN_WEIGHTINGS,
-    PRUNING_METHODS,
-    VOTE_AGGREGATIONS,
-    VOTE_LAYER_NAMES,
-    as_int,
-    method_settings,
-)
+from .methods import IMAGE_TOKEN_WEIGHTINGS, PRUNING_METHODS, VOTE_AGGREGATIONS, VOTE_LAYER_NAMES
+from .scoring import CORE_SETTINGS, as_int, method_settings
 
 
 # The Auto classes a saved CATP folder maps to its own code, so it loads with trust_remote_code=True where catp_blip2

@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .scoring import CORE_SETTINGS, SELECTION_SETTING_NAMES, method_settings
+from .methods import method_settings  # through `methods`, so the shipped methods are registered (remote code too)
+from .scoring import CORE_SETTINGS, SELECTION_SETTING_NAMES
 
 
 def scoring_key(config: Any) -> str:

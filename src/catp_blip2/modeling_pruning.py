@@ -31,7 +31,8 @@ from transformers.utils import can_return_tuple
 from .modeling_features import QFormerEncoding, scoring_key
 from .modeling_generation import CatpForConditionalGenerationModelOutput, CatpLanguageModelMixin
 from .modeling_qformer import AttentionRecorder, QFormerFamily
-from .scoring import PRUNING_METHODS, vit_attention_image_weights
+from .methods import PRUNING_METHODS
+from .scoring_catp import vit_attention_image_weights
 from .selection import (
     PAD,
     counts_for_score_mass,

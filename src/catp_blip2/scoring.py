@@ -3,9 +3,10 @@
 Shapes: B batch, Q query tokens, N image tokens, H heads, D hidden size, L voting layers.
 Every score function returns a float tensor of shape (B, Q); higher means "keep".
 The shipped methods live one family per module (`scoring_catp`, `scoring_catp_cover`, `scoring_baselines`), each
-registering itself; adding a method = one score function + one `register_pruning_method` call (in a new
-`scoring_<name>.py` imported at the end of this module, or at run time from any module): its settings are declared
-in that call, and `CatpConfig`, the model and `catp-blip2 eval` accept it at once.
+registering itself when `methods` imports it; this module imports none of them. Adding a method = one score
+function + one `register_pruning_method` call (in a new `scoring_<name>.py` imported by `methods`, or at run time
+from any module): its settings are declared in that call, and `CatpConfig`, the model and `catp-blip2 eval` accept
+it at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .selection import gather_tokens, select_top_k  # the generic step, re-exported beside the registry
 
 # ---- settings: what a method can be told, each declared once with its default and its check -------------------
 
@@ -232,60 +235,23 @@ SELECTION_SETTINGS = (
 SELECTION_SETTING_NAMES = tuple(setting.name for setting in SELECTION_SETTINGS)
 
 
-# The shipped methods register themselves on import; they import this module's names above, so they come last.
-from .selection import gather_tokens, select_top_k
-from .scoring_baselines import (
-    PRUNING_SEED,
-    l2_scores,
-    no_pruning_scores,
-    position_scores,
-    random_scores,
-    self_attention_scores,
-)
-from .scoring_catp import (
-    IMAGE_TOKEN_WEIGHTINGS,
-    VOTE_AGGREGATIONS,
-    VOTE_LAYER_NAMES,
-    borda_points,
-    catp_scores,
-    layer_positions,
-    soft_votes,
-    vit_attention_image_weights,
-)
-from .scoring_catp_cover import catp_cover_scores, voter_weights
-
 __all__ = [
     "CORE_SETTINGS",
-    "IMAGE_TOKEN_WEIGHTINGS",
+    "FLOAT32_MAX",
     "MODEL_INPUTS",
     "PRUNING_METHODS",
     "PRUNED_QUERIES",
-    "PRUNING_SEED",
     "SELECTION_SETTINGS",
     "SELECTION_SETTING_NAMES",
-    "VOTE_AGGREGATIONS",
-    "VOTE_LAYER_NAMES",
     "PruningMethod",
     "Setting",
     "as_int",
-    "borda_points",
-    "catp_cover_scores",
-    "catp_scores",
     "check_seed",
     "gather_tokens",
     "is_real",
-    "l2_scores",
-    "layer_positions",
     "method_settings",
-    "no_pruning_scores",
     "number_in",
     "one_of",
-    "position_scores",
-    "random_scores",
     "register_pruning_method",
     "select_top_k",
-    "self_attention_scores",
-    "soft_votes",
-    "vit_attention_image_weights",
-    "voter_weights",
 ]

@@ -26,10 +26,11 @@ from .variants import Variant, load_variant
 
 # The model core as save_pretrained writes it beside the weights (the model's module and what it imports
 # relatively): flat modules importing only each other, torch and transformers, as remote code requires. Every
-# method module (`scoring_<name>.py`) is imported by scoring.py, so each ships: they are found, not listed.
+# method module (`scoring_<name>.py`) is imported by methods.py, so each ships: they are found, not listed.
 _CORE = Path(__file__).resolve().parent.parent
 CODE_FILES = (
     "configuration_catp.py",
+    "methods.py",
     "scoring.py",
     *sorted(path.name for path in _CORE.glob("scoring_*.py")),
     "selection.py",
