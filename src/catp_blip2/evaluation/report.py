@@ -180,9 +180,14 @@ def plot_accuracy_vs_r(results: dict[str, Any], path: str | Path) -> None:
     rs, rows, cells = _by_r(results)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     try:
+        # Colour by method, line style by k, so a dozen lines stay tellable apart.
+        items = list(dict.fromkeys(item for item, _ in rows if item != UNPRUNED))
+        ks = list(dict.fromkeys(k for item, k in rows if item != UNPRUNED))
+        colours = plt.get_cmap("tab10")
         for item, k in rows:
             points = [(r, cells[item, k, r]) for r in rs if (item, k, r) in cells]
-            style = {"color": "black", "linewidth": 2} if item == UNPRUNED else {}
+            style = {"color": "black", "linewidth": 2} if item == UNPRUNED else {
+                "color": colours(items.index(item) % 10), "linestyle": ("-", "--", ":", "-.")[ks.index(k) % 4]}
             label = "unpruned" if item == UNPRUNED else f"{item}, k={'per sample' if k is None else k}"
             axes.plot([r for r, _ in points], [a for _, a in points], marker="o", label=label, **style)
         axes.set_xticks(rs)
