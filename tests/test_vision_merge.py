@@ -364,4 +364,8 @@ def test_save_load_and_remote_code_carry_r(tmp_path):
     assert model_probe(loaded, processor, images) == expected
     remote = run_without_catp(folder, paths, tmp_path)
     assert remote["catp_blip2_importable"] is False and remote["vision_merge_per_layer"] == 5
+    # Another process may run other thread counts, and the merge's float sums then round differently in the last
+    # bit: the choices (kept queries, generated ids) must be the same, the logits equal to float32 rounding.
+    logits = remote["model"].pop("logits")
+    assert torch.allclose(torch.tensor(logits), torch.tensor(expected.pop("logits")), rtol=1e-5, atol=1e-6)
     assert remote["model"] == expected
