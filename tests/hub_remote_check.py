@@ -55,6 +55,7 @@ def main(folder: str, image_paths: list[str]) -> dict:
         "inferred_task": inferred.task,
         "num_kept_query_tokens": config.num_kept_query_tokens,
         "pruning_method": config.pruning_method,
+        "vision_merge_per_layer": getattr(config, "vision_merge_per_layer", None),
         "processor_num_query_tokens": processor.num_query_tokens,
         "torch_version": torch.__version__,
         "model": model_probe(model, processor, images),

@@ -36,6 +36,9 @@ MARKED = {
     ("docs/performance.md", "time", "catp-blip2 bench --model instructblip-flan-t5-xl"),
     ("docs/performance.md", "gpu", "catp-blip2 bench --model instructblip-vicuna-7b"),
     ("docs/snippets.md", "install", ".venv/bin/python tests/doc_snippets.py docs/merge.md"),
+    ("docs/vision-merge.md", "hub", "from catp_blip2 import CatpBlip2ForConditionalGeneration"),
+    ("docs/vision-merge.md", "time", "catp-blip2 bench --model blip2-opt-2.7b --keep 8 --batch-sizes 1 8 --vision-merge"),
+    ("docs/vision-merge.md", "time", "catp-blip2 bench --model instructblip-flan-t5-xl --keep 8 --batch-sizes 1 8"),
 }
 
 

@@ -25,7 +25,7 @@ def pruning_settings() -> tuple[str, ...]:
 
 def default_pruning_settings() -> dict[str, Any]:
     """Every pruning setting at its default: what a config that names none of them holds."""
-    defaults = {"pruning_method": "catp", "num_kept_query_tokens": None}
+    defaults = {"pruning_method": "catp", "num_kept_query_tokens": None, "vision_merge_per_layer": 0}
     return {**defaults, **{name: copy.deepcopy(s.default) for name, s in method_settings().items()}}
 
 
@@ -148,12 +148,32 @@ class PruningConfigMixin:
             if as_int(k) is None or not 1 <= as_int(k) <= q:
                 raise _bad("num_kept_query_tokens", k, f"None or an integer in 1..{q} ({self.total_query_tokens_text})")
             self.num_kept_query_tokens = as_int(k)  # numpy and tensor integers are stored as plain ints
+        self._check_vision_merge()
         for name, setting in method_settings().items():
             value = getattr(self, name) if name in vars(self) else copy.deepcopy(setting.default)
             try:
                 setattr(self, name, setting.check(value, self))
             except ValueError as error:
                 raise _bad(name, value, str(error)) from None
+
+    @property
+    def num_patch_tokens(self) -> int:
+        """The vision encoder's patch tokens per image, CLS not counted: (image_size // patch_size) ** 2."""
+        vision = self.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+
+    def _check_vision_merge(self) -> None:
+        """`vision_merge_per_layer` (r): an integer from 0 to half the patch tokens, the most one layer's bipartite
+        matching can merge (CLS never merges; later layers merge fewer once fewer tokens are left)."""
+        r = getattr(self, "vision_merge_per_layer", 0)
+        limit = self.num_patch_tokens // 2
+        if as_int(r) is None or not 0 <= as_int(r) <= limit:
+            raise _bad(
+                "vision_merge_per_layer", r,
+                f"an integer in 0..{limit} (image tokens merged in each vision layer: at most half of the "
+                f"{self.num_patch_tokens} patch tokens, (image_size // patch_size) ** 2; 0 merges none)",
+            )
+        self.vision_merge_per_layer = as_int(r)
 
     # What `total_query_tokens` is, for error messages.
     total_query_tokens_text = "num_query_tokens"
@@ -200,6 +220,11 @@ class CatpConfig(PruningConfigMixin, Blip2Config):
         one vote over the queries in proportion to its attention.
     pruning_seed (`int`, defaults to 0):
         Seed of `pruning_method="random"`.
+    vision_merge_per_layer (`int`, defaults to 0):
+        r: image tokens merged in each vision-encoder layer (ToMe bipartite soft matching on the attention keys,
+        CLS never merged, size-weighted means with proportional attention in the later vision layers and in the
+        Q-Former's cross-attention; CATP's votes count a merged token by its size). In 0..num_patch_tokens // 2;
+        0 is the stock vision encoder, bit for bit.
     """
 
     model_type = "catp_blip2"
@@ -212,6 +237,7 @@ class CatpConfig(PruningConfigMixin, Blip2Config):
     # (`scoring.register_pruning_method`), and stored as a plain attribute, so a method registered later brings its own.
     pruning_method: Any = "catp"
     num_kept_query_tokens: Any = None
+    vision_merge_per_layer: Any = 0
 
     @classmethod
     def from_blip2_config(cls, config: Blip2Config, **pruning_settings: Any) -> "CatpConfig":

@@ -29,6 +29,7 @@ class CatpInstructBlipConfig(PruningConfigMixin, InstructBlipConfig):
     # Typed `Any` on purpose, as in CatpConfig: every bad setting must raise a ValueError naming it.
     pruning_method: Any = "catp"
     num_kept_query_tokens: Any = None
+    vision_merge_per_layer: Any = 0
 
 
 # save_pretrained writes this module (and what it imports relatively) beside config.json.

@@ -41,6 +41,7 @@ class CatpInstructBlipVideoConfig(PruningConfigMixin, InstructBlipVideoConfig):
     # Typed `Any` on purpose, as in CatpConfig: every bad setting must raise a ValueError naming it.
     pruning_method: Any = "catp"
     num_kept_query_tokens: Any = None
+    vision_merge_per_layer: Any = 0
     num_frames: Any = 4
     frame_selection: Any = "global"
 

@@ -27,7 +27,7 @@ from .scoring import CORE_SETTINGS, SELECTION_SETTING_NAMES
 def scoring_key(config: Any) -> str:
     """What a query-token score depends on: every pruning setting of `config` but k and the selection settings,
     which act after scoring (a checked config, so values are normalised and settings of methods registered later
-    are there)."""
+    are there). `vision_merge_per_layer` is in: it changes the pass itself."""
     skip = {"num_kept_query_tokens", *SELECTION_SETTING_NAMES}
     names = [name for name in (*CORE_SETTINGS, *method_settings()) if name not in skip]
     return json.dumps({name: getattr(config, name) for name in names}, sort_keys=True, default=str)
@@ -44,6 +44,8 @@ class QFormerEncoding:
     frames (`int`): frames per sample (InstructBLIP-Video: num_frames).
     projection_dtype (`torch.dtype`): the vision encoder's output dtype, which the language projection takes.
     image_embeds, vision_outputs, qformer_outputs: the pass's full outputs; `None` once rows were taken or cached.
+    image_token_sizes (`torch.FloatTensor` of shape `(batch_size * frames, num_image_tokens)`, *optional*): with
+        `vision_merge_per_layer` > 0, how many vision input tokens each image token stands for; a full output too.
     """
 
     query_output: torch.Tensor
@@ -53,6 +55,7 @@ class QFormerEncoding:
     image_embeds: torch.Tensor | None = None
     vision_outputs: Any = None
     qformer_outputs: Any = None
+    image_token_sizes: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -115,7 +118,8 @@ class QFormerEncodingCache:
     until `max_bytes` is reached, and then no new ones are added (a sweep visits its batches in the same order
     for every configuration, so the first ones stay useful); rows that do not fit are encoded again when needed.
 
-    score_settings: the sets of pruning settings every encoding is scored under (`None`: the model's current ones).
+    score_settings: the sets of pruning settings every encoding is scored under (`None`: the model's current ones);
+    a set naming `vision_merge_per_layer` only at that r.
     """
 
     score_settings: Sequence[Mapping[str, Any]] | None = None
@@ -145,6 +149,8 @@ class QFormerEncodingCache:
             keys = [_row_key([pixel_values, *extra.values()], row) for row in range(pixel_values.shape[0])]
             if batch_id is not None:
                 self.batch_keys[batch_id] = keys
+        # The pass depends on the vision encoder's merging: one entry per row and r, so a sweep over r keeps them all.
+        keys = [f"{key}/r={model.config.vision_merge_per_layer}" for key in keys]
         wanted = self._wanted_keys(model)
         missing = list(dict.fromkeys(k for k in keys if not self._holds(k, wanted)))
         self.misses += len(missing)  # passes run
@@ -154,7 +160,7 @@ class QFormerEncodingCache:
             rows = [keys.index(k) for k in missing]
             index = torch.tensor(rows, device=pixel_values.device)
             encoded = model.encode_qformer(
-                pixel_values[index], score_settings=self.score_settings,
+                pixel_values[index], score_settings=self._settings_for(model),
                 **{name: value[index] for name, value in extra.items()},
             )
             for position, key in enumerate(missing):
@@ -168,8 +174,16 @@ class QFormerEncodingCache:
         text = {name: value for name, value in inputs.items() if name not in image_inputs}
         return model.generate(**text, qformer_encoding=self.encode(model, inputs, batch_id), **generate_kwargs)
 
+    def _settings_for(self, model: Any) -> list[Mapping[str, Any]] | None:
+        """The score sets that apply to the model's current vision merging: one pass runs the vision encoder at one
+        r, so sets naming another `vision_merge_per_layer` are scored when the model runs at theirs."""
+        if self.score_settings is None:
+            return None
+        r = model.config.vision_merge_per_layer
+        return [s for s in self.score_settings if s.get("vision_merge_per_layer", r) == r] or None
+
     def _wanted_keys(self, model: Any) -> list[str]:
-        return [scoring_key(config) for config in model.scoring_configs(self.score_settings)]
+        return [scoring_key(config) for config in model.scoring_configs(self._settings_for(model))]
 
     def _holds(self, key: str, wanted: list[str]) -> bool:
         entry = self.entries.get(key)

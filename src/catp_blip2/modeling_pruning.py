@@ -30,8 +30,8 @@ from transformers.utils import can_return_tuple
 
 from .modeling_features import QFormerEncoding, scoring_key
 from .modeling_generation import CatpForConditionalGenerationModelOutput, CatpLanguageModelMixin
-from .modeling_qformer import AttentionRecorder, QFormerFamily
 from .methods import PRUNING_METHODS
+from .modeling_qformer import AttentionRecorder, QFormerFamily, proportional_cross_attention
 from .scoring_catp import vit_attention_image_weights
 from .selection import (
     PAD,
@@ -58,12 +58,17 @@ class CatpImageFeaturesOutput(BaseModelOutputWithVisionQformerOutputs):
         it; each row sums to num_query_tokens). `None` when the pruned queries are dropped.
     query_token_scores (`torch.FloatTensor` of shape `(batch_size, num_query_tokens)`):
         The score of every query token under the configured method (higher is kept first), prior included.
+    image_token_sizes (`torch.FloatTensor` of shape `(batch_size * frames, num_image_tokens)`, *optional*):
+        With `vision_merge_per_layer` > 0: how many of the vision encoder's input tokens (CLS, patches) each image
+        token of `last_hidden_state` stands for (each row sums to the input token count). `None` unmerged, or when
+        the features came from a reused `qformer_encoding`.
     """
 
     kept_query_indices: torch.LongTensor | None = None
     kept_query_counts: torch.LongTensor | None = None
     kept_query_sizes: torch.FloatTensor | None = None
     query_token_scores: torch.FloatTensor | None = None
+    image_token_sizes: torch.FloatTensor | None = None
 
 
 class KeptQueries(NamedTuple):
@@ -124,8 +129,15 @@ class CatpQFormerMixin(CatpLanguageModelMixin):
     def _score_query_tokens(self, recorder: AttentionRecorder, query_output: torch.Tensor, config: Any) -> torch.Tensor:
         method = PRUNING_METHODS[config.pruning_method]
         image_weights = None
-        if recorder.vit_attention is not None and config.image_token_weighting == "vit_attention":
+        if config.image_token_weighting == "vit_attention" and recorder.vit_received is not None:
+            # Merged image tokens: the attention each received (a merged token's parts summed), normalised.
+            image_weights = recorder.vit_received / recorder.vit_received.sum(dim=-1, keepdim=True)
+        elif recorder.vit_attention is not None and config.image_token_weighting == "vit_attention":
             image_weights = vit_attention_image_weights(recorder.vit_attention)
+        elif recorder.image_token_sizes is not None:
+            # A merged image token votes for the patches it stands for: its vote weighs its size (the weights still
+            # sum to the vision encoder's token count, so the scores keep their scale).
+            image_weights = recorder.image_token_sizes
         cross = []
         if "cross_attentions" in method.inputs:
             cross = [recorder.cross_attentions[recorder.cross_positions.index(p)] for p in config.voting_layer_positions()]
@@ -164,6 +176,12 @@ class CatpQFormerMixin(CatpLanguageModelMixin):
                 setattr(view, name, copy.deepcopy(value))
             view.num_kept_query_tokens = None
             view.check_pruning_settings()
+            if view.vision_merge_per_layer != self.config.vision_merge_per_layer:
+                raise ValueError(
+                    f"`score_settings`: `vision_merge_per_layer` must be the model's ({self.config.vision_merge_per_layer}) "
+                    f"in every set, since one pass runs the vision encoder once; got {view.vision_merge_per_layer!r}. "
+                    "Set `model.config.vision_merge_per_layer` instead."
+                )
             configs.append(view)
         return configs
 
@@ -201,13 +219,13 @@ class CatpQFormerMixin(CatpLanguageModelMixin):
             pixel_values = pixel_values.flatten(0, 1)
             extra = {name: None if v is None else v.repeat_interleave(frames, dim=0) for name, v in extra.items()}
         with self._record_attentions(configs) as recorder:
-            vision_outputs: BaseModelOutputWithPooling = self.vision_model(
-                pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
-            )
+            vision_outputs = self._run_vision(pixel_values, interpolate_pos_encoding, configs, recorder, **kwargs)
             image_embeds = vision_outputs.last_hidden_state
             image_attention_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
             query_tokens = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
-            qformer_outputs = self.family.run_qformer(self, query_tokens, image_embeds, image_attention_mask, **extra)
+            cross = self.family.cross_attentions(self) if recorder.image_token_sizes is not None else []
+            with proportional_cross_attention(cross, recorder.image_token_sizes):
+                qformer_outputs = self.family.run_qformer(self, query_tokens, image_embeds, image_attention_mask, **extra)
         query_output = qformer_outputs.last_hidden_state[:, : query_tokens.shape[1]]
         scores = {scoring_key(c): self._score_query_tokens(recorder, query_output, c) for c in configs}
         return QFormerEncoding(
@@ -218,7 +236,30 @@ class CatpQFormerMixin(CatpLanguageModelMixin):
             image_embeds=image_embeds,
             vision_outputs=vision_outputs,
             qformer_outputs=qformer_outputs,
+            image_token_sizes=recorder.image_token_sizes,
         )
+
+    def _run_vision(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None, configs: Sequence[Any],
+        recorder: AttentionRecorder, **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """The vision encoder on pixel_values (B, C, H, W): stock when `vision_merge_per_layer` is 0; else merging r
+        tokens per layer, the merged tokens' sizes (B, N') and, where a method weighs votes by the ViT's attention,
+        the attention they received stored on `recorder`."""
+        r = self.config.vision_merge_per_layer
+        if not r:
+            return self.vision_model(
+                pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+            )
+        wants_weights = any(
+            "image_token_weights" in PRUNING_METHODS[c.pruning_method].inputs and c.image_token_weighting == "vit_attention"
+            for c in configs
+        )
+        vision = self.family.run_merged_vision(
+            self.vision_model, pixel_values, r, bool(interpolate_pos_encoding), record_received=wants_weights
+        )
+        recorder.image_token_sizes, recorder.vit_received = vision.sizes, vision.received
+        return vision.outputs
 
     @can_return_tuple
     def get_image_features(
@@ -267,6 +308,7 @@ class CatpQFormerMixin(CatpLanguageModelMixin):
             kept_query_counts=kept.counts,
             kept_query_sizes=kept.sizes,
             query_token_scores=kept.scores,
+            image_token_sizes=encoding.image_token_sizes,
         )
 
     def _keep_best(self, scores: torch.Tensor, query_output: torch.Tensor, frames: int) -> KeptQueries:

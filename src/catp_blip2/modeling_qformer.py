@@ -7,11 +7,15 @@ live in `modeling_pruning`. This module ships as Hub remote code: it imports onl
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+
+from .modeling_vision import merged_vision_forward
+from .vision_merge import size_bias
 
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -60,6 +64,10 @@ class AttentionRecorder:
         self.cross_positions: list[int] = []  # which cross-attention layers `cross_attentions` holds, in order
         self.self_attentions: list[torch.Tensor] = []
         self.vit_attention: torch.Tensor | None = None
+        # With merged image tokens (vision_merge_per_layer > 0): their sizes (B, N) and, when asked, the attention
+        # they received in the vision encoder's last layer (B, N); the vision hook above does not fire then.
+        self.image_token_sizes: torch.Tensor | None = None
+        self.vit_received: torch.Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _qformer_hook(self, store: list[torch.Tensor], slot: int, num_queries: int):
@@ -100,6 +108,42 @@ class AttentionRecorder:
         self._handles.clear()
 
 
+def _with_size_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
+    """An encoder attention mask as the attention module gets it (None, bool, or additive) plus bias (B, 1, 1, N)."""
+    if mask is None:
+        return bias
+    if mask.dtype == torch.bool:
+        return torch.where(mask, bias, torch.tensor(float("-inf"), dtype=bias.dtype, device=bias.device))
+    return mask + bias.to(mask.dtype)
+
+
+@contextmanager
+def proportional_cross_attention(modules: list[nn.Module], sizes: torch.Tensor | None) -> Iterator[None]:
+    """Proportional attention in the Q-Former: while active, the cross-attention `modules` add log(size) to their
+    logits over the image tokens, sizes (B, N) (`vision_merge.size_bias`), for any attention implementation that
+    takes a mask (eager, sdpa). `None` sizes (unmerged tokens) change nothing.
+
+    The bias rides on the module's `encoder_attention_mask`, so an `AttentionRecorder` hook sees it too and the
+    recorded probabilities are the ones the module used."""
+    if sizes is None:
+        yield
+        return
+
+    def hook(module, args, kwargs):
+        encoder = kwargs.get("encoder_hidden_states")
+        if encoder is None:
+            return None
+        bias = size_bias(sizes, encoder.dtype)
+        return args, {**kwargs, "encoder_attention_mask": _with_size_bias(kwargs.get("encoder_attention_mask"), bias)}
+
+    handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @dataclass(frozen=True)
 class QFormerFamily:
     """Everything model-specific that CATP needs from one Q-Former family; all else is `CatpQFormerMixin`'s.
@@ -109,6 +153,8 @@ class QFormerFamily:
     vision_attention(model): the vision encoder's last self-attention (for `image_token_weighting`).
     run_qformer(model, query_tokens (B, Q, D), image_embeds (B, N, E), image_mask (B, N), **extra): the Q-Former
         call that makes the query tokens; its `last_hidden_state[:, :Q]` are the query outputs.
+    run_merged_vision(vision_model, pixel_values, r, interpolate_pos_encoding, record_received): the vision encoder
+        merging r tokens per layer (`modeling_vision.merged_vision_forward`); with r = 0 the stock encoder runs.
     qformer_probs / vision_probs: recompute a module's attention probabilities from its own projections
         (see `qformer_attention_probs`, `vision_attention_probs`).
     extra_inputs: inputs the Q-Former reads besides the images (InstructBLIP: the instruction's tokens), passed
@@ -123,9 +169,10 @@ class QFormerFamily:
     run_qformer: Callable[..., Any]
     qformer_probs: Callable[..., torch.Tensor] = qformer_attention_probs
     vision_probs: Callable[..., torch.Tensor] = vision_attention_probs
+    run_merged_vision: Callable[..., Any] = merged_vision_forward
     extra_inputs: tuple[str, ...] = ()
     placeholder: str = "image_token_id"
     features_key: str = "image"
 
 
-__all__ = ["AttentionRecorder", "QFormerFamily", "qformer_attention_probs", "vision_attention_probs"]
+__all__ = ["AttentionRecorder", "QFormerFamily", "proportional_cross_attention", "qformer_attention_probs", "vision_attention_probs"]

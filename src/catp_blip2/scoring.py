@@ -121,8 +121,9 @@ class PruningMethod:
 
 
 PRUNING_METHODS: dict[str, PruningMethod] = {}
-# Settings every config has whatever the method: not for a method to declare.
-CORE_SETTINGS = ("pruning_method", "num_kept_query_tokens")
+# Settings every config has whatever the method: not for a method to declare. `vision_merge_per_layer` (ToMe
+# merging inside the vision encoder) changes the image tokens every method reads, so scores depend on it.
+CORE_SETTINGS = ("pruning_method", "num_kept_query_tokens", "vision_merge_per_layer")
 
 
 def method_settings() -> dict[str, Setting]:

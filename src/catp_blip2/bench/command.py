@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values for CATP")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
+    parser.add_argument(
+        "--vision-merge", type=int, nargs="+", default=[0], metavar="R",
+        help="vision_merge_per_layer values: every CATP k is timed at each r (image tokens merged in each vision "
+        "layer, ToMe); 0 is the stock vision encoder (default: %(default)s)",
+    )
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (Q-Former stays fp32)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration and batch size")
@@ -86,6 +91,7 @@ def validate(args: argparse.Namespace) -> BenchSettings:
     positions) follow once it is built: `runner.check_fits_model`.
     """
     keep = _positive_ints("--keep", list(args.keep))
+    vision_merge = _positive_ints("--vision-merge", list(args.vision_merge), minimum=0)
     batch_sizes = _positive_ints("--batch-sizes", list(args.batch_sizes))
     for name, value, minimum, why in (
         ("--repeats", args.repeats, 1, ""),
@@ -113,6 +119,7 @@ def validate(args: argparse.Namespace) -> BenchSettings:
         new_tokens=args.new_tokens,
         seed=args.seed,
         out=out,
+        vision_merge=vision_merge,
     )
 
 
@@ -140,6 +147,7 @@ def command_line(settings: BenchSettings) -> list[str]:
         "--model", settings.model,
         "--keep", *map(str, settings.keep),
         "--batch-sizes", *map(str, settings.batch_sizes),
+        "--vision-merge", *map(str, settings.vision_merge),
         "--dtype", str(settings.dtype).replace("torch.", ""),
         "--device", str(settings.device),
         "--repeats", str(settings.repeats),

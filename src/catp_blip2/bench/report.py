@@ -40,7 +40,7 @@ def markdown_table(report: dict[str, Any], batch_size: int) -> str:
                 prefill=_spread(row, "prefill_s"),
                 pre_x="1.00" if stock else f"{row['prefill_speedup_vs_stock']:.3f}",
                 roof=f"{row['roofline_prefill_s']:.3f} ({row['roofline_bound']})" if "roofline_prefill_s" in row else "",
-                of_roof=f"{100 * row['prefill_fraction_of_roofline']:.1f}%" if "roofline_prefill_s" in row else "",
+                of_roof=_fraction(row, "prefill") if "roofline_prefill_s" in row else "",
                 ideal="" if stock else f"{row['flop_ideal_prefill_speedup']:.3f}",
                 of_ideal="" if stock else f"{100 * row['prefill_speedup_fraction_of_ideal']:.1f}%",
                 ttft=row["time_to_first_token_s"],
@@ -48,6 +48,33 @@ def markdown_table(report: dict[str, Any], batch_size: int) -> str:
                 mem=row["peak_memory_bytes"] / GIB,
                 mem_run=row["peak_memory_above_baseline_bytes"] / GIB,
             )
+        )
+    return "\n".join(lines)
+
+
+def _fraction(row: dict[str, Any], stage: str) -> str:
+    """A stage's % of its roofline; above 100% it is flagged as the measurement error it is, not a result."""
+    text = f"{100 * row[f'{stage}_fraction_of_roofline']:.1f}%"
+    return f"{text} MEASUREMENT ERROR (>100%)" if row.get(f"{stage}_measurement_error") else text
+
+
+def vision_table(report: dict[str, Any], batch_size: int) -> str:
+    """The vision encoder per configuration: r, tokens left, time against stock and against its roofline, with the
+    prefill's roofline beside it."""
+    lines = [
+        "| config | r | vision tokens left | vision s (IQR) | vision speed-up | vision roofline s | % of vision roofline "
+        "| prefill % of roofline | e2e speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["results"]:
+        if row["batch_size"] != batch_size or "roofline_vision_s" not in row:
+            continue
+        lines.append(
+            f"| {row['config']} | {row['vision_merge_per_layer']} | {row['vision_tokens_left']} | "
+            f"{_spread(row, 'vision_s')} | {row['vision_speedup_vs_stock']:.3f} | {row['roofline_vision_s']:.4f} "
+            f"({row['roofline_vision_bound']}) | {_fraction(row, 'vision')} | "
+            f"{_fraction(row, 'prefill') if 'prefill_fraction_of_roofline' in row else ''} | "
+            f"{row['end_to_end_speedup_vs_stock']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -72,8 +99,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if machine:
         parts.append(
             f"- measured on this machine ({machine['method']}): matrix multiply {machine['matmul_flops_per_s'] / 1e12:.3f} "
-            f"TFLOP/s, memory {machine['memory_bytes_per_s'] / 1e9:.2f} GB/s; roofline prefill = max(FLOPs / peak, "
-            "weight bytes / bandwidth)"
+            f"TFLOP/s, memory {machine['memory_bytes_per_s'] / 1e9:.2f} GB/s; roofline prefill (and vision) = "
+            "max(FLOPs / peak, weight bytes / bandwidth); a stage above 100% of its roofline is flagged as a "
+            "measurement error"
         )
     if report.get("command"):
         parts.append(f"- command: `{report['command']}`")
@@ -88,6 +116,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     for batch_size in report["batch_sizes"]:
         parts += ["", f"## Batch size {batch_size}", "", markdown_table(report, batch_size)]
+        if any("roofline_vision_s" in row for row in report["results"]):
+            parts += ["", f"Vision encoder, batch size {batch_size} (r = image tokens merged per vision layer):", "",
+                      vision_table(report, batch_size)]
     parts += ["", "## Targets", "", "| target | batch | value | limit | met |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         parts.append(f"| {t['target']} | {t['batch_size']} | {t['value']:.4f} | {t['limit']} | {'yes' if t['met'] else 'NO'} |")
@@ -133,12 +164,18 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     q = report["num_query_tokens"]
     ks = sorted({r["k"] for r in rows})
     speedup_axis.plot(ks, [(q + T) / (k + T) for k in ks], "k--", label=f"FLOP ideal (32+T)/(k+T), T={T}")
+    merges = sorted({r.get("vision_merge_per_layer", 0) for r in rows})
     for batch_size in report["batch_sizes"]:
-        catp = sorted((r["k"], r["prefill_speedup_vs_stock"], r["end_to_end_speedup_vs_stock"]) for r in rows
-                      if r["batch_size"] == batch_size and r["method"] == "catp")
-        if catp:
-            speedup_axis.plot([c[0] for c in catp], [c[1] for c in catp], "o-", label=f"prefill, batch {batch_size}")
-            speedup_axis.plot([c[0] for c in catp], [c[2] for c in catp], "s:", label=f"end to end, batch {batch_size}")
+        for merge in merges:
+            catp = sorted((r["k"], r["prefill_speedup_vs_stock"], r["end_to_end_speedup_vs_stock"]) for r in rows
+                          if r["batch_size"] == batch_size and r["method"] == "catp"
+                          and r.get("vision_merge_per_layer", 0) == merge)
+            if not catp:
+                continue
+            tag = f"batch {batch_size}" + (f", r={merge}" if merge else "")
+            if merge == 0:
+                speedup_axis.plot([c[0] for c in catp], [c[1] for c in catp], "o-", label=f"prefill, {tag}")
+            speedup_axis.plot([c[0] for c in catp], [c[2] for c in catp], "s:", label=f"end to end, {tag}")
     speedup_axis.axhline(1.0, color="grey", linewidth=0.8)
     speedup_axis.set_xlabel("k (query tokens kept)")
     speedup_axis.set_ylabel("speed-up vs stock BLIP-2")

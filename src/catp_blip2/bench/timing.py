@@ -151,6 +151,11 @@ class StageClock:
         ):
             self._handles.append(module.register_forward_pre_hook(self._mark(f"{name}_start")))
             self._handles.append(module.register_forward_hook(self._mark(f"{name}_end")))
+        # With vision merging (r > 0) the vision model's own forward is not called, its parts are: the stage runs
+        # from the patch embedding to the last post-layernorm (the stock forward's marks land there too, a few
+        # microseconds inside its own).
+        self._handles.append(model.vision_model.embeddings.register_forward_pre_hook(self._mark("vision_start")))
+        self._handles.append(model.vision_model.post_layernorm.register_forward_hook(self._mark("vision_end")))
         self._handles.append(model.language_model.register_forward_pre_hook(self._lm_start))
         self._handles.append(model.language_model.register_forward_hook(self._lm_end))
         for layer in model.qformer.encoder.layer:

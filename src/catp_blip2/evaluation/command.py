@@ -92,6 +92,12 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--keep", type=int, nargs="+", default=list(DEFAULT_KEEP), help="k values, query tokens kept (default: %(default)s)")
     sweep.add_argument(
+        "--vision-merge", type=int, nargs="+", default=None, metavar="R",
+        help="vision_merge_per_layer values: the whole sweep (unpruned model, every method and k) at each r, image "
+        "tokens merged in each vision layer (ToMe); 0 is the stock vision encoder; writes accuracy_vs_r.png and the "
+        "accuracy-vs-r table (default: 0 only)",
+    )
+    sweep.add_argument(
         "--variants", nargs="+", default=[], type=Path, metavar="FILE",
         help="variant files (configs/*.json, or what `calibrate` writes): each adds its method and settings to "
         "--methods, evaluated at every --keep",
@@ -278,16 +284,20 @@ def _run_record(
 
 
 def _report(outcome: Any, out: Path, configurations: list) -> None:
-    from .report import plot_accuracy_vs_k, plot_pareto, write_markdown
+    from .report import merge_values, plot_accuracy_vs_k, plot_accuracy_vs_r, plot_pareto, write_markdown
 
     table = write_markdown(outcome.results, out / "results.md")
     plot_accuracy_vs_k(outcome.results, out / "accuracy_vs_k.png")
     plot_pareto(outcome.results, out / "pareto.png")
+    plots = "accuracy_vs_k.png, pareto.png"
+    if len(merge_values(outcome.results)) > 1:
+        plot_accuracy_vs_r(outcome.results, out / "accuracy_vs_r.png")
+        plots += ", accuracy_vs_r.png"
     skipped = len(configurations) - len(outcome.evaluated)
     print(table)
     print(
         f"[eval] {len(outcome.evaluated)} configuration(s) evaluated, {skipped} already in {out}; wrote "
-        f"{out / 'results.json'}, results.md, accuracy_vs_k.png, pareto.png and predictions/",
+        f"{out / 'results.json'}, results.md, {plots} and predictions/",
         file=sys.stderr,
     )
 
@@ -329,7 +339,7 @@ def _run(args: argparse.Namespace) -> int:
     generation = _generation(args)
     check_sample(args.fraction, args.seed, args.limit)
     methods = list(args.methods) + [variant_method_item(path) for path in args.variants]
-    configurations = build_sweep(methods, list(args.keep), load_base_config(args))
+    configurations = build_sweep(methods, list(args.keep), load_base_config(args), args.vision_merge)
 
     outcome, state, out = evaluate_sweep(
         args, configurations, dataset_format, generation, share_features=not args.recompute_features

@@ -6,6 +6,7 @@ All read the `results.json` structure written by `catp_blip2.evaluation.runner` 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,55 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merge_r(entry: dict[str, Any]) -> int:
+    """An entry's `vision_merge_per_layer` (0 for entries written before it existed)."""
+    return int(entry.get("pruning_settings", {}).get("vision_merge_per_layer", 0) or 0)
+
+
+def _base_label(entry: dict[str, Any]) -> str:
+    """The entry's item without its " @ r=R" suffix (see `sweep.vision_merge_label`)."""
+    return re.sub(r" @ r=\d+$", "", entry["method"])
+
+
+def merge_values(results: dict[str, Any]) -> list[int]:
+    """The vision-merging r values the results hold, ascending."""
+    return sorted({_merge_r(e) for e in results["results"]})
+
+
+def _by_r(results: dict[str, Any]) -> tuple[list[int], list[tuple[str, int | None]], dict[tuple[str, int | None, int], float]]:
+    """(r values, (item, k) rows in order, {(item, k, r): accuracy}); per-sample-k entries have k None."""
+    rs = merge_values(results)
+    rows: list[tuple[str, int | None]] = []
+    cells: dict[tuple[str, int | None, int], float] = {}
+    for entry in results["results"]:
+        row = (_base_label(entry), entry["num_kept_query_tokens"])
+        if row not in rows:
+            rows.append(row)
+        cells[(*row, _merge_r(entry))] = entry["accuracy"]
+    return rs, rows, cells
+
+
+def markdown_table_vs_r(results: dict[str, Any]) -> str:
+    """The metric (%) per (method, k) row and vision-merging r column, with the ViT tokens left where recorded."""
+    rs, rows, cells = _by_r(results)
+    lines = [
+        f"{metric_label(results)} (%) against r = image tokens merged in each vision layer (`vision_merge_per_layer`, "
+        "ToMe); r = 0 is the stock vision encoder.",
+        "",
+        "| method | k | " + " | ".join(f"r={r}" for r in rs) + " |",
+        "|---|---:|" + "---:|" * len(rs),
+    ]
+    for item, k in rows:
+        values = [f"{cells[item, k, r]:.2f}" if (item, k, r) in cells else "-" for r in rs]
+        k_text = "per sample" if k is None else str(k)
+        lines.append(f"| {'none (unpruned)' if item == UNPRUNED else item} | {k_text} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_markdown(results: dict[str, Any], path: str | Path) -> str:
     text = markdown_table(results)
+    if len(merge_values(results)) > 1:
+        text += "\n" + markdown_table_vs_r(results)
     Path(path).write_text(text, encoding="utf-8")
     return text
 
@@ -116,6 +164,38 @@ def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
         axes.set_title(f"{results.get('model')}: accuracy vs k ({where}{results.get('num_questions')} questions)", fontsize=10)
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=8, loc="best")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
+
+
+def plot_accuracy_vs_r(results: dict[str, Any], path: str | Path) -> None:
+    """PNG: accuracy against the vision-merging r, one line per (method, k), the unpruned model's solid black."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs, rows, cells = _by_r(results)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    try:
+        # Colour by method, line style by k, so a dozen lines stay tellable apart.
+        items = list(dict.fromkeys(item for item, _ in rows if item != UNPRUNED))
+        ks = list(dict.fromkeys(k for item, k in rows if item != UNPRUNED))
+        colours = plt.get_cmap("tab10")
+        for item, k in rows:
+            points = [(r, cells[item, k, r]) for r in rs if (item, k, r) in cells]
+            style = {"color": "black", "linewidth": 2} if item == UNPRUNED else {
+                "color": colours(items.index(item) % 10), "linestyle": ("-", "--", ":", "-.")[ks.index(k) % 4]}
+            label = "unpruned" if item == UNPRUNED else f"{item}, k={'per sample' if k is None else k}"
+            axes.plot([r for r, _ in points], [a for _, a in points], marker="o", label=label, **style)
+        axes.set_xticks(rs)
+        axes.set_xlabel("image tokens merged per vision layer (r)")
+        axes.set_ylabel(f"{metric_label(results)} (%)")
+        axes.set_title(f"{results.get('model')}: accuracy vs r ({results.get('num_questions')} questions)", fontsize=10)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7, loc="best")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
     finally:

@@ -57,7 +57,35 @@ class Configuration:
 
 
 def configuration_key(pruning_settings: dict[str, Any], k: int | None) -> str:
-    return json.dumps({**pruning_settings, "num_kept_query_tokens": k}, sort_keys=True)
+    # No vision merging is what entries written before `vision_merge_per_layer` existed mean: same key, so they resume.
+    settings = {key: value for key, value in pruning_settings.items() if (key, value) != (VISION_MERGE, 0)}
+    return json.dumps({**settings, "num_kept_query_tokens": k}, sort_keys=True)
+
+
+VISION_MERGE = "vision_merge_per_layer"
+
+
+def vision_merge_label(item: str, r: int) -> str:
+    """A configuration's label at vision merging r: the item itself at r = 0, "item @ r=R" otherwise."""
+    return item if r == 0 else f"{item} @ r={r}"
+
+
+def check_vision_merge(values: list[Any], base_config: CatpConfig) -> list[int]:
+    """`--vision-merge` values: distinct integers, each a valid `vision_merge_per_layer` of the model's config."""
+    if not values:
+        raise ValueError("`--vision-merge` needs at least one r (0: no merging).")
+    checked = []
+    for value in values:
+        trial = copy.deepcopy(base_config)
+        trial.vision_merge_per_layer = value
+        try:
+            trial.check_pruning_settings()
+        except ValueError as error:
+            raise ValueError(f"`--vision-merge` value {value!r}: {error}") from None
+        checked.append(trial.vision_merge_per_layer)
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"`--vision-merge` values must be distinct; got {values}.")
+    return checked
 
 
 def _split_settings(text: str) -> list[str]:
@@ -110,10 +138,11 @@ def parse_method_item(item: str, base_config: CatpConfig) -> dict[str, Any]:
                 raise ValueError(
                     f"`--methods` item {item!r}: settings must be written setting=value, separated by commas; got {part!r}."
                 )
-            if key not in swept or key == "pruning_method":
+            if key not in swept or key in ("pruning_method", VISION_MERGE):
                 raise ValueError(
                     f"`--methods` item {item!r}: {key!r} is not a pruning setting that can be swept; allowed: "
-                    f"{[s for s in swept if s != 'pruning_method']} (k comes from --keep)."
+                    f"{[s for s in swept if s not in ('pruning_method', VISION_MERGE)]} (k comes from --keep, r from "
+                    "--vision-merge)."
                 )
             settings[key] = _setting_value(value.strip())
     trial = copy.deepcopy(base_config)
@@ -162,9 +191,23 @@ def unpruned_settings() -> dict[str, Any]:
     return settings
 
 
-def build_sweep(methods: list[str], keep: list[int], base_config: CatpConfig) -> list[Configuration]:
+def build_sweep(
+    methods: list[str], keep: list[int], base_config: CatpConfig, vision_merge: list[int] | None = None
+) -> list[Configuration]:
     """The unpruned configuration, then every method item at every k (in the order given); an item with
-    `keep_score_mass` once, with k None."""
+    `keep_score_mass` once, with k None. With `vision_merge` (r values, `--vision-merge`): all of that at each r in
+    turn, labelled "item @ r=R" where r > 0."""
+    merges = check_vision_merge(list(vision_merge), base_config) if vision_merge is not None else [0]
+    configurations = _sweep_at_r0(methods, keep, base_config)
+    swept = []
+    for r in merges:
+        for c in configurations:
+            settings = {**c.pruning_settings, VISION_MERGE: r}
+            swept.append(Configuration(vision_merge_label(c.method, r), settings, c.num_kept_query_tokens))
+    return swept
+
+
+def _sweep_at_r0(methods: list[str], keep: list[int], base_config: CatpConfig) -> list[Configuration]:
     total = base_config.num_query_tokens
     if not keep:
         raise ValueError("`--keep` needs at least one k.")

@@ -39,6 +39,8 @@ CODE_FILES = (
     "modeling_generation.py",
     "modeling_prompt.py",
     "modeling_features.py",
+    "modeling_vision.py",
+    "vision_merge.py",
     "modeling_catp.py",
     "pipeline_catp.py",
 )
