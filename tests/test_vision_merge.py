@@ -229,7 +229,7 @@ def test_a_batch_equals_per_row_runs_and_eager_equals_sdpa(blip2, processor):
 
 def test_votes_count_a_merged_token_by_its_size(blip2, processor):
     """The Q-Former's cross-attention adds log(size) over merged tokens, and CATP's votes weigh each token's size."""
-    from catp_blip2.scoring import catp_scores
+    from catp_blip2.scoring_catp import catp_scores
 
     model, _ = blip2
     inputs = batch(processor)
