@@ -203,3 +203,26 @@ def test_named_instructblip_architectures_have_the_published_sizes():
         sizes[name] = count_parameters(model)
     assert 7.85e9 < sizes["instructblip-vicuna-7b"] < 7.95e9  # the model card's 7.9B
     assert 3.95e9 < sizes["instructblip-flan-t5-xl"] < 4.1e9  # the model card's 4.0B
+
+
+def test_encoder_decoder_prefill_counts_the_encoder_pass_once():
+    """T5 reads the prompt in its encoder, which `generate` runs before the first decoder forward: the prefill
+    stage is that pass plus the first decoder forward (as the roofline counts it), neither nested in the other."""
+    from catp_blip2.bench.inputs import make_inputs
+    from catp_blip2.bench.runner import generate_kwargs
+    from catp_blip2.bench.timing import RunTimes, StageClock, stage_times
+    from catp_blip2.toy.tiny import tiny_instructblip_model
+
+    model = tiny_instructblip_model("t5", seed=0)
+    clock = StageClock(model, torch.device("cpu"))
+    clock.current = RunTimes()
+    start = clock.now()
+    model.generate(**make_inputs(model, batch_size=2, prompt_tokens=6, seed=0), **generate_kwargs(model.config, 3))
+    end = clock.now()
+    times = clock.current
+    marks, (first_start, first_end) = times.marks, times.lm_calls[0]
+    assert marks["projection_end"] <= marks["lm_encoder_start"] < marks["lm_encoder_end"] <= first_start
+    stages = stage_times(times, start, end, new_tokens=3)
+    encoder = marks["lm_encoder_end"] - marks["lm_encoder_start"]
+    assert stages["prefill_s"] == pytest.approx(encoder + first_end - first_start)
+    assert stages["time_to_first_token_s"] == pytest.approx(first_end - start)

@@ -9,7 +9,9 @@ Every timed `generate` call is split into stages by forward hooks on the modules
 - `scoring_s`: what CATP adds inside that: the voting layers' probability recomputation (from the end of each
   cross-attention module to the start of its output block, where the recording hook runs) plus Q-Former end to
   projection start (scores, top-k, gather). For stock it measures the same gaps, i.e. ~0;
-- `prefill_s`: the language model's first forward (the whole prompt; the first new token comes out of it);
+- `prefill_s`: the language model's first forward (the whole prompt; the first new token comes out of it). An
+  encoder-decoder language model (T5) reads the prompt in its encoder, which `generate` runs once before the first
+  decoder forward: its prefill is that encoder pass plus the first decoder forward, as the roofline counts it;
 - `time_to_first_token_s`: `generate` start to the end of that first forward;
 - `decode_per_token_s`: median of the language model's later forwards (one new token each);
 - `end_to_end_s`: the whole `generate` call;
@@ -156,6 +158,10 @@ class StageClock:
         # microseconds inside its own).
         self._handles.append(model.vision_model.embeddings.register_forward_pre_hook(self._mark("vision_start")))
         self._handles.append(model.vision_model.post_layernorm.register_forward_hook(self._mark("vision_end")))
+        if getattr(model.language_model.config, "is_encoder_decoder", False):
+            encoder = model.language_model.get_encoder()
+            self._handles.append(encoder.register_forward_pre_hook(self._mark("lm_encoder_start")))
+            self._handles.append(encoder.register_forward_hook(self._mark("lm_encoder_end")))
         self._handles.append(model.language_model.register_forward_pre_hook(self._lm_start))
         self._handles.append(model.language_model.register_forward_hook(self._lm_end))
         for layer in model.qformer.encoder.layer:
@@ -210,13 +216,16 @@ def stage_times(times: RunTimes, start: float, end: float, new_tokens: int) -> d
             f"{len(times.lm_calls)}: the generation loop changed; the stage split would be wrong"
         )
     prefill_start, prefill_end = times.lm_calls[0]
+    prefill = prefill_end - prefill_start
+    if "lm_encoder_start" in m:
+        prefill += m["lm_encoder_end"] - m["lm_encoder_start"]
     decode = [b - a for a, b in times.lm_calls[1:]]
     stages = {
         "end_to_end_s": end - start,
         "vision_s": m["vision_end"] - m["vision_start"],
         "qformer_scoring_s": m["projection_end"] - m["qformer_start"],
         "scoring_s": sum(times.recording_gaps) + (m["projection_start"] - m["qformer_end"]),
-        "prefill_s": prefill_end - prefill_start,
+        "prefill_s": prefill,
         "time_to_first_token_s": prefill_end - start,
         "decode_per_token_s": float(np.median(decode)),
     }
