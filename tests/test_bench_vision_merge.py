@@ -41,6 +41,9 @@ def test_bench_times_every_k_at_every_r(tmp_path):
     assert "| config | r | vision tokens left |" in markdown and "catp-k8-r6" in markdown
     assert not [t for t in report["targets"] if "k=32 end to end" in t["target"] and t["value"] != rows["catp-k32"]
                 ["end_to_end_ratio_vs_stock"]]  # the stock-equality target reads the r = 0 row only
+    # Each per-row target names its configuration, so one k at several r gives rows that can be told apart.
+    named = [t["target"] for t in report["targets"] if t["target"].startswith("scoring overhead")]
+    assert sorted(named) == sorted(f"scoring overhead under 1% of end-to-end generate ({c})" for c in rows if c != "stock")
 
 
 def test_rows_above_a_roofline_are_flagged_as_measurement_errors():
