@@ -6,11 +6,11 @@ All read the `results.json` structure written by `catp_blip2.evaluation.runner` 
 
 from __future__ import annotations
 
-import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-UNPRUNED = "none"
+from .sweep import UNPRUNED, merge_label_item
 
 
 def _split(results: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str], list[int], dict[tuple[str, int], float]]:
@@ -89,11 +89,6 @@ def _merge_r(entry: dict[str, Any]) -> int:
     return int(entry.get("pruning_settings", {}).get("vision_merge_per_layer", 0) or 0)
 
 
-def _base_label(entry: dict[str, Any]) -> str:
-    """The entry's item without its " @ r=R" suffix (see `sweep.vision_merge_label`)."""
-    return re.sub(r" @ r=\d+$", "", entry["method"])
-
-
 def merge_values(results: dict[str, Any]) -> list[int]:
     """The vision-merging r values the results hold, ascending."""
     return sorted({_merge_r(e) for e in results["results"]})
@@ -105,7 +100,7 @@ def _by_r(results: dict[str, Any]) -> tuple[list[int], list[tuple[str, int | Non
     rows: list[tuple[str, int | None]] = []
     cells: dict[tuple[str, int | None, int], float] = {}
     for entry in results["results"]:
-        row = (_base_label(entry), entry["num_kept_query_tokens"])
+        row = (merge_label_item(entry["method"]), entry["num_kept_query_tokens"])
         if row not in rows:
             rows.append(row)
         cells[(*row, _merge_r(entry))] = entry["accuracy"]
@@ -137,16 +132,29 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> str:
     return text
 
 
-def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
-    """PNG: accuracy against k (log2 axis), one line per method, the unpruned accuracy as a dashed horizontal line."""
+@contextmanager
+def _figure(path: str | Path, legend_size: int = 7) -> Iterator[Any]:
+    """The axes of one 7 x 4.5 in plot, which is gridded, given its legend and written to `path` as a PNG on exit."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI backend picked up from the environment
     import matplotlib.pyplot as plt
 
-    unpruned, methods, ks, cells = _split(results)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     try:
+        yield axes
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=legend_size, loc="best")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
+
+
+def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
+    """PNG: accuracy against k (log2 axis), one line per method, the unpruned accuracy as a dashed horizontal line."""
+    unpruned, methods, ks, cells = _split(results)
+    with _figure(path, legend_size=8) as axes:
         for method in methods:
             points = sorted((k, cells[method, k]) for k in ks if (method, k) in cells)
             axes.plot([k for k, _ in points], [a for _, a in points], marker="o", label=method)
@@ -162,28 +170,18 @@ def plot_accuracy_vs_k(results: dict[str, Any], path: str | Path) -> None:
         title = dataset.get("title") if isinstance(dataset, dict) else None
         where = f"{title}, " if title else ""
         axes.set_title(f"{results.get('model')}: accuracy vs k ({where}{results.get('num_questions')} questions)", fontsize=10)
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8, loc="best")
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-    finally:
-        plt.close(figure)
 
 
 def plot_accuracy_vs_r(results: dict[str, Any], path: str | Path) -> None:
     """PNG: accuracy against the vision-merging r, one line per (method, k), the unpruned model's solid black."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rs, rows, cells = _by_r(results)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    try:
+    with _figure(path) as axes:
         # Colour by method, line style by k, so a dozen lines stay tellable apart.
         items = list(dict.fromkeys(item for item, _ in rows if item != UNPRUNED))
         ks = list(dict.fromkeys(k for item, k in rows if item != UNPRUNED))
-        colours = plt.get_cmap("tab10")
+        from matplotlib import colormaps
+
+        colours = colormaps["tab10"]
         for item, k in rows:
             points = [(r, cells[item, k, r]) for r in rs if (item, k, r) in cells]
             style = {"color": "black", "linewidth": 2} if item == UNPRUNED else {
@@ -194,12 +192,6 @@ def plot_accuracy_vs_r(results: dict[str, Any], path: str | Path) -> None:
         axes.set_xlabel("image tokens merged per vision layer (r)")
         axes.set_ylabel(f"{metric_label(results)} (%)")
         axes.set_title(f"{results.get('model')}: accuracy vs r ({results.get('num_questions')} questions)", fontsize=10)
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7, loc="best")
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-    finally:
-        plt.close(figure)
 
 
 def pareto_points(results: dict[str, Any]) -> list[tuple[float, float]]:
@@ -216,14 +208,8 @@ def pareto_points(results: dict[str, Any]) -> list[tuple[float, float]]:
 def plot_pareto(results: dict[str, Any], path: str | Path) -> None:
     """PNG: accuracy against the mean number of query tokens kept; fixed-k methods as lines, per-sample-k entries as
     stars, the unpruned model as a square, and the Pareto front (the best accuracy for a token budget) in grey."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     unpruned, methods, _, _ = _split(results)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    try:
+    with _figure(path) as axes:
         front = pareto_points(results)
         axes.step([t for t, _ in front], [a for _, a in front], where="post", color="grey", linewidth=3, alpha=0.35,
                   label="Pareto front")
@@ -238,17 +224,13 @@ def plot_pareto(results: dict[str, Any], path: str | Path) -> None:
             axes.plot([_mean_kept(unpruned)], [unpruned["accuracy"]], marker="s", color="black", linestyle="none",
                       label="unpruned")
         axes.set_xscale("log", base=2)
-        axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 4, 8, 16 rather than 2^2, 2^3, 2^4
+        from matplotlib.ticker import ScalarFormatter
+
+        axes.xaxis.set_major_formatter(ScalarFormatter())  # 4, 8, 16 rather than 2^2, 2^3, 2^4
         axes.set_xlabel("query tokens kept, mean per question")
         axes.set_ylabel(f"{metric_label(results)} (%)")
         axes.set_title(f"{results.get('model')}: accuracy vs tokens kept ({results.get('num_questions')} questions)",
                        fontsize=10)
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7, loc="best")
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-    finally:
-        plt.close(figure)
 
 
 __all__ = ["markdown_table", "metric_label", "pareto_points", "plot_accuracy_vs_k", "plot_pareto", "write_markdown"]

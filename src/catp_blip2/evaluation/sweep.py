@@ -65,9 +65,18 @@ def configuration_key(pruning_settings: dict[str, Any], k: int | None) -> str:
 VISION_MERGE = "vision_merge_per_layer"
 
 
+MERGE_LABEL_SUFFIX = " @ r="
+
+
 def vision_merge_label(item: str, r: int) -> str:
     """A configuration's label at vision merging r: the item itself at r = 0, "item @ r=R" otherwise."""
-    return item if r == 0 else f"{item} @ r={r}"
+    return item if r == 0 else f"{item}{MERGE_LABEL_SUFFIX}{r}"
+
+
+def merge_label_item(label: str) -> str:
+    """The item a `vision_merge_label` was made from (the label itself at r = 0)."""
+    item, suffix, r = label.rpartition(MERGE_LABEL_SUFFIX)
+    return item if suffix and r.isdigit() else label
 
 
 def check_vision_merge(values: list[Any], base_config: CatpConfig) -> list[int]:
@@ -247,9 +256,11 @@ __all__ = [
     "apply_configuration",
     "build_sweep",
     "configuration_key",
+    "merge_label_item",
     "parse_method_item",
     "setting_text",
     "swept_settings",
     "variant_method_item",
     "unpruned_settings",
+    "vision_merge_label",
 ]
