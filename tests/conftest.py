@@ -29,6 +29,18 @@ def make_images(count: int, seed: int = 0, size: int = 30) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count)]
 
 
+def save_eval_assets(root, questions: int):
+    """`root`/model (a saved tiny CATP model with its processor) and `root`/disk (the VQAv2 stand-in of `questions`
+    questions, as a save_to_disk folder): what the `catp-blip2 eval` tests run on. Returns the stand-in dataset."""
+    from vqa_standin import standin_dataset
+
+    tiny_model("opt", seed=0).save_pretrained(str(root / "model"))
+    tiny_processor().save_pretrained(str(root / "model"))
+    data = standin_dataset(questions)
+    data.save_to_disk(str(root / "disk"))
+    return data
+
+
 @pytest.fixture(scope="session", params=["opt", "t5"])
 def language_model(request) -> str:
     return request.param

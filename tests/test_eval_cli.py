@@ -16,10 +16,10 @@ from vqa_standin import standin_dataset
 
 from catp_blip2.evaluation import inputs as eval_inputs
 from catp_blip2.cli import main
-from conftest import cli_error
+from conftest import cli_error, save_eval_assets
 from catp_blip2.configuration_catp import CatpConfig
 from catp_blip2.evaluation.report import markdown_table
-from catp_blip2.toy.tiny import tiny_blip2_config, tiny_model, tiny_processor
+from catp_blip2.toy.tiny import tiny_blip2_config, tiny_processor
 from catp_blip2.evaluation.inputs import lavis_question
 from catp_blip2.evaluation.runner import STOP_AFTER_ENV
 from catp_blip2.evaluation.sweep import build_sweep, parse_method_item
@@ -34,12 +34,7 @@ QUESTIONS = 8
 def assets(tmp_path_factory):
     """A saved tiny CATP model + processor, and the stand-in as a save_to_disk folder and as parquet."""
     root = tmp_path_factory.mktemp("eval_assets")
-    model = tiny_model("opt", seed=0)
-    model.save_pretrained(str(root / "model"))
-    tiny_processor().save_pretrained(str(root / "model"))
-    data = standin_dataset(QUESTIONS)
-    data.save_to_disk(str(root / "disk"))
-    data.to_parquet(str(root / "data.parquet"))
+    save_eval_assets(root, QUESTIONS).to_parquet(str(root / "data.parquet"))
     return root
 
 

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_error
-from vqa_standin import standin_dataset
+from conftest import cli_error, save_eval_assets
 
 from catp_blip2.cli import main
-from catp_blip2.toy.tiny import tiny_model, tiny_processor
 
 FAST = ["--methods", "catp", "l2", "--keep", "8", "--num-beams", "2", "--max-new-tokens", "2", "--batch-size", "4"]
 
@@ -18,10 +16,7 @@ FAST = ["--methods", "catp", "l2", "--keep", "8", "--num-beams", "2", "--max-new
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("vision_merge_eval")
-    model = tiny_model("opt", seed=0)
-    model.save_pretrained(str(root / "model"))
-    tiny_processor().save_pretrained(str(root / "model"))
-    standin_dataset(8).save_to_disk(str(root / "disk"))
+    save_eval_assets(root, 8)
     return root
 
 
@@ -75,3 +70,11 @@ def test_r_is_not_a_methods_setting(assets, tmp_path, capsys):
     err = cli_error(capsys, ["eval", "--model", str(assets / "model"), "--out", str(tmp_path / "out"),
                              "--methods", "catp:vision_merge_per_layer=2"])
     assert "--vision-merge" in err
+
+
+def test_merge_labels_give_back_their_item():
+    from catp_blip2.evaluation.sweep import merge_label_item, vision_merge_label
+
+    for item in ("catp", "random:pruning_seed=0", "odd @ r=name"):
+        for r in (0, 3):
+            assert merge_label_item(vision_merge_label(item, r)) == item
