@@ -21,6 +21,7 @@ RUNNER = Path(__file__).resolve().parent / "doc_snippets.py"
 MARKED = {
     ("README.md", "install", "bash scripts/setup.sh --with-lmms-eval && .venv/bin/python -m pytest -q"),
     ("README.md", "install", "bash scripts/setup.sh --with-docs && .venv/bin/mkdocs build --strict"),
+    ("README.md", "time", "catp-blip2 bench --model blip2-opt-2.7b --keep 8 --batch-sizes 1 8 --vision-merge"),
     ("docs/calibration.md", "hub, gpu", "catp-blip2 calibrate --model Salesforce/blip2-opt-2.7b"),
     ("docs/embedded-model.md", "time", "OMP_NUM_THREADS=1 catp-blip2 train-synthetic --out runs/train-synthetic"),
     ("docs/embedded-model.md", "time", "OMP_NUM_THREADS=1 catp-blip2 train-synthetic --family instructblip"),
