@@ -165,6 +165,61 @@ def test_r0_is_stock_blip2(blip2, processor):
     assert features.image_token_sizes is None and features.last_hidden_state.shape[1] == TOKENS
 
 
+def _flat(value):
+    """Every tensor of a (nested) model output, in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat(v)]
+    if hasattr(value, "to_tuple"):
+        return _flat(value.to_tuple())
+    return []
+
+
+def test_r0_keeps_the_stock_forward_contract(blip2, processor):
+    """What transformers' own model tests check of a BLIP-2 forward (they do not ship with the transformers
+    package and cannot be fetched offline): at r = 0 the loss, every hidden state and attention of all three parts,
+    the tuple output and the gradients equal stock's."""
+    model, stock = blip2
+    inputs = batch(processor)
+    _set(model, vision_merge_per_layer=0, pruning_method="none")
+    if model.config.use_decoder_only_language_model:
+        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    else:
+        labels = torch.tensor([[7, 8, 2]] * 4)
+    kwargs = {"labels": labels, "output_attentions": True, "output_hidden_states": True}
+    for part in (model, stock):
+        for name in ("vision_model", "qformer", "language_model"):
+            getattr(part, name).set_attn_implementation("eager")  # sdpa returns no attention probabilities
+    try:
+        ours, theirs = model(**inputs, **kwargs), stock(**inputs, **kwargs)
+        compared = 0
+        for key in theirs.keys():  # CATP's output adds fields of its own (kept indices, scores): stock's are compared
+            ours_flat, theirs_flat = _flat(getattr(ours, key)), _flat(theirs[key])
+            assert len(ours_flat) == len(theirs_flat), key
+            for a, b in zip(ours_flat, theirs_flat):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+            compared += len(theirs_flat)
+        assert compared > 10
+        as_tuple = model(**inputs, labels=labels, return_dict=False)
+        assert isinstance(as_tuple, tuple)
+        torch.testing.assert_close(as_tuple[0], ours.loss, rtol=0, atol=0)
+        ours.loss.backward()
+        theirs.loss.backward()
+        grads = {n: p.grad for n, p in stock.named_parameters() if p.grad is not None}
+        assert grads and {n for n, p in model.named_parameters() if p.grad is not None} == set(grads)
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                torch.testing.assert_close(parameter.grad, grads[name], rtol=0, atol=0)
+    finally:
+        for part in (model, stock):
+            part.zero_grad(set_to_none=True)
+            for name in ("vision_model", "qformer", "language_model"):
+                getattr(part, name).set_attn_implementation("sdpa")
+
+
 @pytest.mark.parametrize("language_model", ["opt", "t5"])
 def test_r0_is_stock_instructblip_and_video(language_model):
     model = tiny_instructblip_model(language_model, seed=0, vision_merge_per_layer=0)
