@@ -173,8 +173,6 @@ def _flat(value):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in _flat(v)]
-    if hasattr(value, "to_tuple"):
-        return _flat(value.to_tuple())
     return []
 
 
